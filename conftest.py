@@ -1,0 +1,89 @@
+"""Fixtures shared by every app's tests."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+from django.core.cache import cache
+from django.db import connection
+from rest_framework.test import APIClient
+
+from accounts.models import User
+from accounts.services import tokens_for_user
+
+PASSWORD = "correct-horse-battery-staple"
+
+
+def pytest_collection_modifyitems(config, items):
+    """Skip, with a reason, what needs a service this run does not have."""
+    redis_url = os.environ.get("REDIS_URL", "")
+    redis_reason = None
+    if not redis_url:
+        redis_reason = "REDIS_URL is not set; these tests need a real Redis"
+    else:
+        import redis
+
+        try:
+            redis.Redis.from_url(redis_url, socket_connect_timeout=1).ping()
+        except Exception as exc:  # noqa: BLE001
+            redis_reason = f"Redis at REDIS_URL is unreachable ({type(exc).__name__})"
+    on_sqlite = "postgres" not in os.environ.get("DATABASE_URL", "")
+    for item in items:
+        if redis_reason and "redis" in item.keywords:
+            item.add_marker(pytest.mark.skip(reason=redis_reason))
+        if on_sqlite and "postgres" in item.keywords:
+            item.add_marker(
+                pytest.mark.skip(reason="needs PostgreSQL: set DATABASE_URL=postgres://...")
+            )
+
+
+@pytest.fixture(autouse=True)
+def _fresh_cache():
+    cache.clear()
+    yield
+    cache.clear()
+
+
+@pytest.fixture
+def make_user(db):
+    def make(email: str = "user@example.com", *, staff: bool = False, **extra) -> User:
+        return User.objects.create_user(email=email, password=PASSWORD, is_staff=staff, **extra)
+
+    return make
+
+
+@pytest.fixture
+def user(make_user) -> User:
+    return make_user("alice@example.com")
+
+
+@pytest.fixture
+def staff(make_user) -> User:
+    return make_user("staff@example.com", staff=True)
+
+
+def client_for(user: User | None) -> APIClient:
+    client = APIClient()
+    if user is not None:
+        client.credentials(HTTP_AUTHORIZATION=f"Bearer {tokens_for_user(user)['accessToken']}")
+    return client
+
+
+@pytest.fixture
+def api(user) -> APIClient:
+    return client_for(user)
+
+
+@pytest.fixture
+def staff_api(staff) -> APIClient:
+    return client_for(staff)
+
+
+@pytest.fixture
+def anon() -> APIClient:
+    return APIClient()
+
+
+def is_postgres() -> bool:
+    return connection.vendor == "postgresql"

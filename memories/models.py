@@ -1,0 +1,105 @@
+"""Memories, their embeddings, and the stored answers behind Idempotency-Key."""
+
+from __future__ import annotations
+
+import uuid
+
+from django.conf import settings
+from django.db import models
+from django.db.models import Q
+
+
+class MemoryType(models.TextChoices):
+    NOTE = "note", "Note"
+    IDEA = "idea", "Idea"
+    TASK = "task", "Task"
+    JOURNAL = "journal", "Journal entry"
+    QUOTE = "quote", "Quote"
+    LINK = "link", "Link"
+    EVENT = "event", "Event"
+
+
+class EnrichmentStatus(models.TextChoices):
+    PENDING = "pending", "Pending"
+    PROCESSING = "processing", "Processing"
+    ENRICHED = "enriched", "Enriched"
+    DEFERRED = "deferred", "Deferred"
+    FAILED = "failed", "Failed"
+
+
+class MemoryQuerySet(models.QuerySet):
+    def alive(self) -> MemoryQuerySet:
+        return self.filter(deleted_at__isnull=True)
+
+
+class Memory(models.Model):
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="memories"
+    )
+    text_content = models.TextField()
+    type = models.CharField(max_length=16, choices=MemoryType.choices, default=MemoryType.NOTE)
+    category = models.CharField(max_length=32, blank=True, default="")
+    tags = models.JSONField(default=list, blank=True)
+    enrichment_status = models.CharField(
+        max_length=16, choices=EnrichmentStatus.choices, default=EnrichmentStatus.PENDING
+    )
+    enriched_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    updated_at = models.DateTimeField(auto_now=True)
+    deleted_at = models.DateTimeField(null=True, blank=True)
+
+    objects = MemoryQuerySet.as_manager()
+
+    class Meta:
+        verbose_name_plural = "memories"
+        indexes = [
+            # The list endpoint: one user's live memories, newest first.
+            models.Index(
+                fields=["user", "-created_at", "-id"],
+                name="memory_user_recent",
+                condition=Q(deleted_at__isnull=True),
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.text_content[:60]}"
+
+
+class Embedding(models.Model):
+    """One vector per memory, stored portably as a JSON list of floats."""
+
+    memory = models.OneToOneField(Memory, on_delete=models.CASCADE, related_name="embedding")
+    model = models.CharField(max_length=100)
+    dimensions = models.PositiveIntegerField()
+    vector = models.JSONField()
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    def __str__(self) -> str:
+        return f"{self.model} ({self.dimensions})"
+
+
+class IdempotencyKey(models.Model):
+    """The first answer to a request carrying `Idempotency-Key`, replayed for repeats."""
+
+    class State(models.TextChoices):
+        IN_FLIGHT = "in_flight", "In flight"
+        COMPLETED = "completed", "Completed"
+
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="idempotency_keys"
+    )
+    key = models.CharField(max_length=255)
+    fingerprint = models.CharField(max_length=64, help_text="SHA-256 of method, path and body.")
+    state = models.CharField(max_length=16, choices=State.choices, default=State.IN_FLIGHT)
+    response_status = models.PositiveSmallIntegerField(null=True, blank=True)
+    response_body = models.JSONField(null=True, blank=True)
+    created_at = models.DateTimeField(db_index=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["user", "key"], name="idempotency_key_unique_per_user")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.user_id}:{self.key}"

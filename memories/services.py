@@ -1,0 +1,53 @@
+"""Memory writes. Every change to a memory's text puts it back to `pending` and announces it
+with `memory_text_changed` on commit, so enrichment (which this app never imports) can follow."""
+
+from __future__ import annotations
+
+from django.db import transaction
+from django.dispatch import Signal
+from django.utils import timezone
+
+from .models import EnrichmentStatus, Memory
+
+# Sent on commit with `memory_id` whenever a memory's text is new or changed.
+memory_text_changed = Signal()
+
+
+def _announce(memory: Memory) -> None:
+    memory_id = memory.pk
+    transaction.on_commit(
+        lambda: memory_text_changed.send(sender=Memory, memory_id=memory_id), robust=True
+    )
+
+
+@transaction.atomic
+def memory_create(*, user, text_content: str, type: str) -> Memory:  # noqa: A002
+    memory = Memory.objects.create(user=user, text_content=text_content, type=type)
+    _announce(memory)
+    return memory
+
+
+@transaction.atomic
+def memory_update(*, memory: Memory, text_content: str | None = None, type: str | None = None):  # noqa: A002
+    fields = ["updated_at"]
+    if type is not None and type != memory.type:
+        memory.type = type
+        fields.append("type")
+    text_changed = text_content is not None and text_content != memory.text_content
+    if text_changed:
+        memory.text_content = text_content
+        memory.enrichment_status = EnrichmentStatus.PENDING
+        memory.enriched_at = None
+        fields += ["text_content", "enrichment_status", "enriched_at"]
+    if len(fields) > 1:
+        memory.save(update_fields=fields)
+    if text_changed:
+        _announce(memory)
+    return memory
+
+
+def memory_delete(*, memory: Memory) -> None:
+    """Tombstone the memory: hidden from the API at once, its row kept."""
+    Memory.objects.filter(pk=memory.pk, deleted_at__isnull=True).update(
+        deleted_at=timezone.now(), updated_at=timezone.now()
+    )

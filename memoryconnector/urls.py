@@ -1,0 +1,30 @@
+"""URL map: the JSON API under /api/v1/, its docs, health probes and the admin site."""
+
+from django.contrib import admin
+from django.urls import include, path, re_path
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+
+from common.errors import api_not_found
+
+from . import admin_api, health
+
+api_v1 = [
+    path("auth/", include("accounts.urls")),
+    path("", include("memories.urls")),
+    path("admin/stats", admin_api.StatsApi.as_view(), name="admin-stats"),
+    path("schema", SpectacularAPIView.as_view(), name="schema"),
+    path("docs", SpectacularSwaggerView.as_view(url_name="schema"), name="docs"),
+]
+
+urlpatterns = [
+    path("api/v1/", include(api_v1)),
+    re_path(r"^api/", api_not_found),
+    path("healthz", health.healthz, name="healthz"),
+    path("readyz", health.readyz, name="readyz"),
+    path("admin/", admin.site.urls),
+]
+
+handler400 = "common.errors.json_handler400"
+handler403 = "common.errors.json_handler403"
+handler404 = "common.errors.json_handler404"
+handler500 = "common.errors.json_handler500"
