@@ -39,7 +39,6 @@ class PublicAuthApi(APIView):
 
 
 class LoginApi(PublicAuthApi):
-
     @extend_schema(
         tags=["auth"],
         request=LoginSerializer,
@@ -57,7 +56,6 @@ class LoginApi(PublicAuthApi):
 
 
 class RefreshApi(PublicAuthApi):
-
     @extend_schema(
         tags=["auth"],
         request=RefreshSerializer,
@@ -85,7 +83,6 @@ class RefreshApi(PublicAuthApi):
 
 
 class RegisterApi(PublicAuthApi):
-
     @extend_schema(
         tags=["auth"],
         request=CredentialsSerializer,

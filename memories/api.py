@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema, inline_serializer
 from rest_framework import serializers, status
 from rest_framework.response import Response
@@ -122,7 +121,7 @@ class MemoryDetailApi(APIView):
         )
         return Response(MemorySerializer(memory).data)
 
-    @extend_schema(tags=["memories"], responses={204: OpenApiTypes.NONE}, summary="Delete a memory")
+    @extend_schema(tags=["memories"], responses={204: None}, summary="Delete a memory")
     def delete(self, request, memory_id):
         memory = selectors.memory_get(user=request.user, memory_id=memory_id)
         services.memory_delete(memory=memory)

@@ -123,9 +123,7 @@ def test_many_identical_requests_at_once_create_exactly_one_memory(user):
         barrier.wait()
         try:
             response = post(client, key="race-key")
-            return response.status_code, response.json(), response.has_header(
-                "Idempotent-Replayed"
-            )
+            return response.status_code, response.json(), response.has_header("Idempotent-Replayed")
         finally:
             connection.close()
 

@@ -17,6 +17,14 @@ _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
 
 
+def env_required(name: str) -> str:
+    """A setting production cannot run without: unset or blank is a start-up error."""
+    value = env.str(name, default="").strip()
+    if not value:
+        raise environ.ImproperlyConfigured(f"Set {name}: it is required in production.")
+    return value
+
+
 def env_flag(name: str, default: bool) -> bool:
     """Read a boolean strictly: a typo is a start-up error, never a silent False."""
     raw = env.str(name, default=None)
@@ -85,7 +93,9 @@ TEMPLATES = [
 ]
 
 DATABASES = {
-    "default": env.db("DATABASE_URL", default=f"sqlite:///{BASE_DIR / 'db.sqlite3'}"),
+    "default": env.db_url_config(
+        env.str("DATABASE_URL", default="") or f"sqlite:///{BASE_DIR / 'db.sqlite3'}"
+    ),
 }
 DATABASES["default"]["CONN_MAX_AGE"] = env.int("DATABASE_CONN_MAX_AGE", default=60)
 DATABASES["default"]["CONN_HEALTH_CHECKS"] = True

@@ -4,6 +4,6 @@ from .base import *  # noqa: F403
 from .base import env, env_flag
 
 DEBUG = env_flag("DJANGO_DEBUG", True)
-SECRET_KEY = env.str("DJANGO_SECRET_KEY", default="local-development-only-not-a-secret")  # noqa: S105
+SECRET_KEY = env.str("DJANGO_SECRET_KEY", default="") or "local-development-only-not-a-secret"  # noqa: S105
 SIMPLE_JWT["SIGNING_KEY"] = env.str("JWT_SIGNING_KEY", default="") or SECRET_KEY  # noqa: F405
 DEMO_USER_ALLOWED = True

@@ -1,12 +1,12 @@
 """Production: secrets are required, HTTPS assumed behind a proxy, JSON logs."""
 
 from .base import *  # noqa: F403
-from .base import env, env_flag
+from .base import env, env_flag, env_required
 
 DEBUG = False
-SECRET_KEY = env.str("DJANGO_SECRET_KEY")
-SIMPLE_JWT["SIGNING_KEY"] = env.str("JWT_SIGNING_KEY")  # noqa: F405
-ALLOWED_HOSTS = env.list("DJANGO_ALLOWED_HOSTS")
+SECRET_KEY = env_required("DJANGO_SECRET_KEY")
+SIMPLE_JWT["SIGNING_KEY"] = env_required("JWT_SIGNING_KEY")  # noqa: F405
+ALLOWED_HOSTS = env_required("DJANGO_ALLOWED_HOSTS").split(",")
 DEMO_USER_ALLOWED = False
 
 SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
