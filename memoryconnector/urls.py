@@ -11,6 +11,8 @@ from . import admin_api, health
 api_v1 = [
     path("auth/", include("accounts.urls")),
     path("", include("memories.urls")),
+    path("", include("costs.urls")),
+    path("", include("enrichment.urls")),
     path("admin/stats", admin_api.StatsApi.as_view(), name="admin-stats"),
     path("schema", SpectacularAPIView.as_view(), name="schema"),
     path("docs", SpectacularSwaggerView.as_view(url_name="schema"), name="docs"),

@@ -8,8 +8,8 @@ from django.db import connection
 
 from common.testing import assert_error
 from conftest import client_for
-from memories.models import IdempotencyKey, Memory
 from memories.idempotency import idempotency_keys_purge
+from memories.models import IdempotencyKey, Memory
 
 URL = "/api/v1/memories"
 BODY = {"textContent": "Parked on level 3", "type": "note"}
@@ -134,7 +134,7 @@ def test_many_identical_requests_at_once_create_exactly_one_memory(user):
     created = [body for status, body, replayed in results if status == 201 and not replayed]
     assert len(created) == 1
     memory_id = created[0]["id"]
-    for status, body, replayed in results:
+    for status, body, _replayed in results:
         assert status in (201, 409), body
         if status == 201:
             assert body["id"] == memory_id
