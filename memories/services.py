@@ -1,5 +1,6 @@
 """Memory writes. Every change to a memory's text puts it back to `pending` and announces it
-with `memory_text_changed` on commit, so enrichment (which this app never imports) can follow."""
+with `memory_text_changed` inside the same transaction, so enrichment (which this app never
+imports) records its job atomically with the memory and dispatches it on commit."""
 
 from __future__ import annotations
 
@@ -9,15 +10,13 @@ from django.utils import timezone
 
 from .models import EnrichmentStatus, Memory
 
-# Sent on commit with `memory_id` whenever a memory's text is new or changed.
+# Sent inside the writing transaction with `memory` whenever a memory's text is new or
+# changed. Receivers write in the same transaction and defer side effects to on_commit.
 memory_text_changed = Signal()
 
 
 def _announce(memory: Memory) -> None:
-    memory_id = memory.pk
-    transaction.on_commit(
-        lambda: memory_text_changed.send(sender=Memory, memory_id=memory_id), robust=True
-    )
+    memory_text_changed.send(sender=Memory, memory=memory)
 
 
 @transaction.atomic
