@@ -203,6 +203,46 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_SETTINGS": {"persistAuthorization": True},
 }
 
+# --- Alerting -----------------------------------------------------------------------------------
+# Channels: email when SMTP_HOST and ADMIN_EMAIL are set; Slack when SLACK_BOT_TOKEN and a channel
+# (or SLACK_WEBHOOK_URL) are set; the log always. The alerting app reads these at send time.
+ADMIN_EMAIL = env.str("ADMIN_EMAIL", default="")  # comma-separated recipients
+SMTP_HOST = env.str("SMTP_HOST", default="")
+SMTP_PORT = int(env.str("SMTP_PORT", default="") or 587)
+SMTP_USER = env.str("SMTP_USER", default="")
+SMTP_PASS = env.str("SMTP_PASS", default="")
+SMTP_FROM = env.str("SMTP_FROM", default="") or "Memory Connector <alerts@localhost>"
+# auto: STARTTLS on 587, SSL on 465, plain otherwise; or force starttls, ssl or none.
+SMTP_SECURITY = (env.str("SMTP_SECURITY", default="") or "auto").strip().lower()
+if SMTP_SECURITY not in ("auto", "starttls", "ssl", "none"):
+    raise environ.ImproperlyConfigured(
+        f"SMTP_SECURITY={SMTP_SECURITY!r}: use auto, starttls, ssl or none"
+    )
+SMTP_TIMEOUT = env.int("SMTP_TIMEOUT", default=10)
+# Django's own mail (EMAIL_*) uses the same server.
+EMAIL_BACKEND = "django.core.mail.backends.smtp.EmailBackend"
+EMAIL_HOST = SMTP_HOST or "localhost"
+EMAIL_PORT = SMTP_PORT
+EMAIL_HOST_USER = SMTP_USER
+EMAIL_HOST_PASSWORD = SMTP_PASS
+EMAIL_USE_TLS = SMTP_SECURITY == "starttls" or (SMTP_SECURITY == "auto" and SMTP_PORT == 587)
+EMAIL_USE_SSL = SMTP_SECURITY == "ssl" or (SMTP_SECURITY == "auto" and SMTP_PORT == 465)
+EMAIL_TIMEOUT = SMTP_TIMEOUT
+DEFAULT_FROM_EMAIL = SERVER_EMAIL = SMTP_FROM
+SLACK_BOT_TOKEN = env.str("SLACK_BOT_TOKEN", default="")
+SLACK_CHANNEL_ALERTS = env.str("SLACK_CHANNEL_ALERTS", default="")
+SLACK_CHANNEL_AI_COSTS = env.str("SLACK_CHANNEL_AI_COSTS", default="")  # budget alerts, if set
+SLACK_WEBHOOK_URL = env.str("SLACK_WEBHOOK_URL", default="")
+SLACK_API_URL = env.str("SLACK_API_URL", default="") or "https://slack.com/api/"
+SLACK_TIMEOUT = env.int("SLACK_TIMEOUT", default=10)
+# Links in alerts point at SITE_URL/admin/dashboard/.
+SITE_URL = env.str("SITE_URL", default="") or "http://127.0.0.1:8000"
+# Failed channels are retried with exponential backoff (base, cap) up to ALERT_MAX_ATTEMPTS.
+ALERT_MAX_ATTEMPTS = env.int("ALERT_MAX_ATTEMPTS", default=8)
+ALERT_RETRY_BASE_SECONDS = env.int("ALERT_RETRY_BASE_SECONDS", default=60)
+ALERT_RETRY_MAX_SECONDS = env.int("ALERT_RETRY_MAX_SECONDS", default=3600)
+ALERT_SWEEP_BATCH_SIZE = env.int("ALERT_SWEEP_BATCH_SIZE", default=100)
+
 # --- Celery -------------------------------------------------------------------------------------
 # Broker: CELERY_BROKER_URL, else REDIS_URL, else kombu's filesystem transport under var/ (the
 # embedded default: a real broker that needs no server).
