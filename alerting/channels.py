@@ -182,7 +182,7 @@ def build_email(alert: Alert) -> EmailMultiAlternatives:
         body=text,
         from_email=settings.SMTP_FROM,
         to=admin_recipients(),
-        headers={"X-Alert-Key": alert.dedup_key[:200]},
+        headers={"X-Alert-Key": " ".join(alert.dedup_key.split())[:200]},
     )
     message.attach_alternative(html, "text/html")
     return message

@@ -6,7 +6,6 @@ from __future__ import annotations
 import email
 import email.policy
 import json
-import socket
 import threading
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -16,16 +15,7 @@ from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult
 
 from alerting.tasks import deliver_alert
-
-SLACK_TOKEN = "xoxb-1111-2222-abcdefghijklmnop"
-SMTP_PASSWORD = "pw-Zq8!hunter2-very-secret"
-WEBHOOK_PATH = "/services/T0001/B0002/webhooksecretXYZ123"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+from alerting.tests.stubs import SLACK_TOKEN, SMTP_PASSWORD, free_port
 
 
 @pytest.fixture(autouse=True)

@@ -8,7 +8,7 @@ import pytest
 
 from alerting.models import Alert, AlertDelivery
 from alerting.services import alert_deliver, alert_send
-from alerting.tests.conftest import SLACK_TOKEN, SMTP_PASSWORD, WEBHOOK_PATH
+from alerting.tests.stubs import SLACK_TOKEN, SMTP_PASSWORD, WEBHOOK_PATH
 
 pytestmark = pytest.mark.django_db
 

@@ -9,7 +9,7 @@ from django.utils import timezone
 
 from alerting.models import Alert, AlertStatus, DeliveryStatus
 from alerting.services import alert_deliver, alert_send
-from alerting.tests.conftest import SLACK_TOKEN, WEBHOOK_PATH
+from alerting.tests.stubs import SLACK_TOKEN, WEBHOOK_PATH
 
 pytestmark = pytest.mark.django_db
 

@@ -33,9 +33,9 @@ class Command(BaseCommand):
             else:
                 self.stdout.write(self.style.ERROR(line))
         self.stdout.write(f"Recorded as alert #{alert.pk} ({alert.dedup_key}).")
-        failed = [o.channel for o in outcomes if o.ok is False]
+        problems = [f"{o.channel} failed" for o in outcomes if o.ok is False]
         # Asking for one channel that cannot be used is a failure too.
         if channel and outcomes[0].ok is None:
-            failed.append(channel)
-        if failed:
-            raise CommandError(f"test alert failed on: {', '.join(failed)}")
+            problems.append(f"{channel} is not configured")
+        if problems:
+            raise CommandError(f"test alert not delivered: {', '.join(problems)}")
