@@ -243,6 +243,72 @@ ALERT_RETRY_BASE_SECONDS = env.int("ALERT_RETRY_BASE_SECONDS", default=60)
 ALERT_RETRY_MAX_SECONDS = env.int("ALERT_RETRY_MAX_SECONDS", default=3600)
 ALERT_SWEEP_BATCH_SIZE = env.int("ALERT_SWEEP_BATCH_SIZE", default=100)
 
+# --- Costs and budget ---------------------------------------------------------------------------
+# Money is Decimal (cents, or USD for prices), parsed from text: never a float.
+
+
+def env_decimal(name: str, default: str):
+    """A non-negative Decimal; `default` when unset or blank; anything else is a start-up error."""
+    from decimal import Decimal, InvalidOperation
+
+    raw = env.str(name, default="").strip() or default
+    try:
+        value = Decimal(raw)
+    except InvalidOperation:
+        value = None
+    if value is None or not value.is_finite() or value < 0:
+        raise environ.ImproperlyConfigured(f"{name}={raw!r} is not a non-negative number")
+    return value
+
+
+def env_count(name: str, default: int) -> int:
+    """A non-negative integer; `default` when unset or blank."""
+    raw = env.str(name, default="").strip()
+    if not raw:
+        return default
+    if not raw.isdigit():
+        raise environ.ImproperlyConfigured(f"{name}={raw!r} is not a non-negative integer")
+    return int(raw)
+
+
+# The hard daily AI budget in US cents; staff can override today's limit at run time.
+AI_DAILY_BUDGET_CENTS = env_decimal("AI_DAILY_BUDGET_CENTS", "200")
+# Percentages of the budget that raise budget_threshold_crossed (an alert), once per day each.
+_thresholds = env.str("AI_BUDGET_ALERT_THRESHOLDS", default="").strip() or "50,75,100"
+try:
+    AI_BUDGET_ALERT_THRESHOLDS = sorted({int(p) for p in _thresholds.split(",")})
+except ValueError:
+    AI_BUDGET_ALERT_THRESHOLDS = []
+if not AI_BUDGET_ALERT_THRESHOLDS or not all(0 < p <= 1000 for p in AI_BUDGET_ALERT_THRESHOLDS):
+    raise environ.ImproperlyConfigured(
+        f"AI_BUDGET_ALERT_THRESHOLDS={_thresholds!r}: comma-separated percentages, 1 to 1000"
+    )
+# A reservation neither settled nor released within this many seconds (a dead worker) is given
+# back to the budget.
+AI_RESERVATION_TIMEOUT_SECONDS = env_count("AI_RESERVATION_TIMEOUT_SECONDS", 600)
+# Provider breaker: opens after this many consecutive failures; after the cool-down one probe call
+# goes through; a probe that never reports is replaced after the probe timeout.
+AI_PROVIDER_FAILURE_THRESHOLD = max(1, env_count("AI_PROVIDER_FAILURE_THRESHOLD", 5))
+AI_PROVIDER_COOLDOWN_SECONDS = env_count("AI_PROVIDER_COOLDOWN_SECONDS", 60)
+AI_PROVIDER_PROBE_TIMEOUT_SECONDS = env_count("AI_PROVIDER_PROBE_TIMEOUT_SECONDS", 120)
+# Price of a model missing from the price table, in USD per 1M tokens (deliberately not cheap).
+AI_FALLBACK_PRICE_INPUT_USD_PER_1M = env_decimal("AI_FALLBACK_PRICE_INPUT_USD_PER_1M", "2.50")
+AI_FALLBACK_PRICE_CACHED_INPUT_USD_PER_1M = env_decimal(
+    "AI_FALLBACK_PRICE_CACHED_INPUT_USD_PER_1M", "1.25"
+)
+AI_FALLBACK_PRICE_OUTPUT_USD_PER_1M = env_decimal("AI_FALLBACK_PRICE_OUTPUT_USD_PER_1M", "10.00")
+# Per-user daily limits (a user can have their own in the admin); 0 = no limit.
+USER_DAILY_MEMORY_LIMIT = env_count("USER_DAILY_MEMORY_LIMIT", 100)
+USER_DAILY_ENRICHMENT_LIMIT = env_count("USER_DAILY_ENRICHMENT_LIMIT", 100)
+USER_DAILY_COST_CENTS = env_decimal("USER_DAILY_COST_CENTS", "0")
+# Names of the breaker-state enums in the OpenAPI schema (several fields share them).
+SPECTACULAR_SETTINGS.setdefault("ENUM_NAME_OVERRIDES", {}).update(
+    {
+        "BudgetBreakerStateEnum": ["closed", "open"],
+        "ProviderBreakerStateEnum": ["closed", "open", "half_open"],
+    }
+)
+
 # --- Celery -------------------------------------------------------------------------------------
 # Broker: CELERY_BROKER_URL, else REDIS_URL, else kombu's filesystem transport under var/ (the
 # embedded default: a real broker that needs no server).
