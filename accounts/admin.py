@@ -30,6 +30,10 @@ class UserAdmin(DjangoUserAdmin):
         (None, {"fields": ["email", "password"]}),
         ("Role", {"fields": ["is_active", "is_staff", "is_superuser"]}),
         ("Dates", {"fields": ["last_login", "date_joined"]}),
+        (
+            "Daily limits (blank: the server default; 0: no limit)",
+            {"fields": ["daily_memory_limit", "daily_enrichment_limit", "daily_cost_limit_cents"]},
+        ),
     ]
     add_fieldsets = [
         (None, {"classes": ["wide"], "fields": ["email", "password1", "password2"]}),

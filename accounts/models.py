@@ -39,6 +39,24 @@ class User(AbstractBaseUser, PermissionsMixin):
     )
     is_active = models.BooleanField(default=True)
     date_joined = models.DateTimeField(default=timezone.now)
+    # Per-user daily limits (costs app); blank = the server default (USER_DAILY_*), 0 = no limit.
+    daily_memory_limit = models.PositiveIntegerField(
+        null=True,
+        blank=True,
+        help_text="Memories per day. Blank: USER_DAILY_MEMORY_LIMIT; 0: none.",
+    )
+    daily_enrichment_limit = models.PositiveIntegerField(
+        null=True,
+        blank=True,
+        help_text="Enrichments per day. Blank: USER_DAILY_ENRICHMENT_LIMIT; 0: none.",
+    )
+    daily_cost_limit_cents = models.DecimalField(
+        max_digits=16,
+        decimal_places=6,
+        null=True,
+        blank=True,
+        help_text="AI cost per day in US cents. Blank: USER_DAILY_COST_CENTS; 0: none.",
+    )
 
     objects = UserManager()
 
