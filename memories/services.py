@@ -8,6 +8,8 @@ from django.db import transaction
 from django.dispatch import Signal
 from django.utils import timezone
 
+from costs.services import usage_record_memory_created
+
 from .models import EnrichmentStatus, Memory
 
 # Sent inside the writing transaction with `memory` whenever a memory's text is new or
@@ -21,6 +23,8 @@ def _announce(memory: Memory) -> None:
 
 @transaction.atomic
 def memory_create(*, user, text_content: str, type: str) -> Memory:  # noqa: A002
+    # Counts today's memory or raises LimitExceededError (429); rolled back with a failed create.
+    usage_record_memory_created(user=user)
     memory = Memory.objects.create(user=user, text_content=text_content, type=type)
     _announce(memory)
     return memory
