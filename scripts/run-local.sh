@@ -1,13 +1,11 @@
 #!/usr/bin/env bash
 # Local development runner, used by `make run`.
 #
-# Today: migrate, ensure the demo user, run the Django dev server in the foreground.
-# A later change adds the Celery worker and beat here, e.g.
-#     start_bg .venv/bin/celery -A memoryconnector worker --loglevel=info
-#     start_bg .venv/bin/celery -A memoryconnector beat --loglevel=info
-# before the server starts. Anything started with start_bg is stopped when this
-# script exits (Ctrl-C, server crash, or normal exit) by the EXIT trap below.
-# For that reason the server is run as a child, not exec'd: exec would drop the trap.
+# Migrate, ensure the demo user, start a Celery worker and beat in the background, and run
+# the Django dev server in the foreground. The broker is REDIS_URL (or CELERY_BROKER_URL)
+# when set, else kombu's filesystem transport under var/broker (no server needed).
+# Anything started with start_bg is stopped when this script exits (Ctrl-C, server crash,
+# or normal exit) by the EXIT trap below; so the server runs as a child, not exec'd.
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -39,6 +37,10 @@ trap 'exit 143' TERM
 "$PY" manage.py migrate --noinput
 "$PY" manage.py ensure_demo_user
 
-# (Celery worker and beat: start_bg ... here, see the header.)
+mkdir -p var/broker var/broker-processed
+start_bg .venv/bin/celery -A memoryconnector worker --loglevel=INFO \
+    --concurrency="${CELERY_CONCURRENCY:-2}" --hostname="local-worker@%h"
+start_bg .venv/bin/celery -A memoryconnector beat --loglevel=INFO \
+    --schedule=var/celerybeat-schedule
 
 "$PY" manage.py runserver "$ADDR"

@@ -203,6 +203,36 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_SETTINGS": {"persistAuthorization": True},
 }
 
+# --- Enrichment ---------------------------------------------------------------------------------
+OPENAI_API_KEY = env.str("OPENAI_API_KEY", default="")
+# "openai" or "local"; by default openai when a key is set, local otherwise.
+AI_PROVIDER = env.str("AI_PROVIDER", default="") or ("openai" if OPENAI_API_KEY else "local")
+if AI_PROVIDER not in ("openai", "local"):
+    raise environ.ImproperlyConfigured(f"AI_PROVIDER={AI_PROVIDER!r}: use openai or local")
+if AI_PROVIDER == "openai" and not OPENAI_API_KEY:
+    raise environ.ImproperlyConfigured("AI_PROVIDER=openai needs OPENAI_API_KEY")
+OPENAI_BASE_URL = env.str("OPENAI_BASE_URL", default="")
+OPENAI_CLASSIFICATION_MODEL = env.str("OPENAI_CLASSIFICATION_MODEL", default="gpt-4o-mini")
+OPENAI_EMBEDDING_MODEL = env.str("OPENAI_EMBEDDING_MODEL", default="text-embedding-3-small")
+OPENAI_EMBEDDING_DIMENSIONS = env.int("OPENAI_EMBEDDING_DIMENSIONS", default=0) or None
+OPENAI_TIMEOUT_SECONDS = env.float("OPENAI_TIMEOUT_SECONDS", default=30.0)
+OPENAI_CLASSIFICATION_MAX_INPUT_TOKENS = env.int(
+    "OPENAI_CLASSIFICATION_MAX_INPUT_TOKENS", default=4000
+)
+OPENAI_EMBEDDING_MAX_INPUT_TOKENS = env.int("OPENAI_EMBEDDING_MAX_INPUT_TOKENS", default=8191)
+
+ENRICHMENT_WORKER_ENABLED = env_flag("ENRICHMENT_WORKER_ENABLED", True)
+ENRICHMENT_POLL_INTERVAL_MS = env.int("ENRICHMENT_POLL_INTERVAL_MS", default=5000)
+ENRICHMENT_BATCH_SIZE = env.int("ENRICHMENT_BATCH_SIZE", default=10)
+ENRICHMENT_MAX_ATTEMPTS = env.int("ENRICHMENT_MAX_ATTEMPTS", default=5)
+ENRICHMENT_RETRY_BASE_SECONDS = env.float("ENRICHMENT_RETRY_BASE_SECONDS", default=2.0)
+ENRICHMENT_RETRY_MAX_SECONDS = env.float("ENRICHMENT_RETRY_MAX_SECONDS", default=300.0)
+# A job claimed by a worker that then dies is handed out again after this long.
+ENRICHMENT_LEASE_SECONDS = env.int("ENRICHMENT_LEASE_SECONDS", default=360)
+# A job sent to the broker but never claimed is sent again after this long.
+ENRICHMENT_REDISPATCH_SECONDS = env.int("ENRICHMENT_REDISPATCH_SECONDS", default=120)
+ENRICHMENT_HEARTBEAT_SECONDS = env.int("ENRICHMENT_HEARTBEAT_SECONDS", default=5)
+
 # --- Alerting -----------------------------------------------------------------------------------
 # Channels: email when SMTP_HOST and ADMIN_EMAIL are set; Slack when SLACK_BOT_TOKEN and a channel
 # (or SLACK_WEBHOOK_URL) are set; the log always. The alerting app reads these at send time.
@@ -341,6 +371,19 @@ CELERY_BROKER_CONNECTION_TIMEOUT = 2
 CELERY_TASK_PUBLISH_RETRY = False
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 CELERY_WORKER_SEND_TASK_EVENTS = False
+# Named queues (enrichment.services.Queue); a worker consumes all of them unless told -Q.
+CELERY_TASK_DEFAULT_QUEUE = "maintenance"
+CELERY_TASK_QUEUES = {"enrichment": {}, "maintenance": {}}
+CELERY_TASK_ROUTES = {"enrichment.process_job": {"queue": "enrichment"}}
+# The one beat schedule. Every entry expires, so a stalled beat or worker never piles them up.
+CELERY_BEAT_SCHEDULE = {
+    # Dispatch due and deferred jobs, re-queue expired leases, release stale reservations.
+    "enrichment-sweep": {
+        "task": "enrichment.sweep",
+        "schedule": ENRICHMENT_POLL_INTERVAL_MS / 1000,
+        "options": {"expires": max(1.0, ENRICHMENT_POLL_INTERVAL_MS / 1000)},
+    },
+}
 
 # --- Logging ------------------------------------------------------------------------------------
 LOG_LEVEL = env.str("LOG_LEVEL", default="INFO")

@@ -1,5 +1,7 @@
 """Test settings: the same as production in behaviour, fast password hashing, local cache."""
 
+import os
+
 from .base import *  # noqa: F403
 from .base import env
 
@@ -16,3 +18,17 @@ STORAGES = {
 DEMO_USER_ALLOWED = False
 LOG_LEVEL = env.str("LOG_LEVEL", default="WARNING")
 LOGGING["root"]["level"] = LOG_LEVEL  # noqa: F405
+
+# Pipeline tests run a real worker on Redis when REDIS_URL is set (CI), else kombu's in-memory
+# transport, which works for a worker thread inside the test process.
+CELERY_BROKER_URL = env.str("REDIS_URL", default="") or "memory://"
+CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 3600}
+ENRICHMENT_HEARTBEAT_SECONDS = 1
+
+if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":  # noqa: F405
+    # A file, not shared-cache memory: worker threads then wait on SQLite's busy timeout
+    # instead of failing with "table is locked", as with `make run`'s file database.
+    DATABASES["default"]["TEST"] = {  # noqa: F405
+        "NAME": str(BASE_DIR / "var" / f"test-db-{os.getpid()}.sqlite3")  # noqa: F405
+    }
+    (BASE_DIR / "var").mkdir(exist_ok=True)  # noqa: F405

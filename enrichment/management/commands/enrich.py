@@ -1,0 +1,96 @@
+"""Dispatch or run enrichment jobs from the command line."""
+
+from __future__ import annotations
+
+import sys
+
+from django.core.management.base import BaseCommand, CommandError
+from django.db.models import Q
+
+from enrichment import services
+from enrichment.models import EnrichmentJob, JobStatus
+from memories.models import Memory
+
+
+class Command(BaseCommand):
+    help = (
+        "Run the enrichment sweep now (like POST /api/v1/admin/enrichment-worker/trigger), or "
+        "with --inline process the jobs right here without a worker."
+    )
+
+    def add_arguments(self, parser):
+        parser.add_argument("--memory", help="only this memory (UUID); queues it if needed")
+        parser.add_argument("--user", help="only this user's memories (email)")
+        parser.add_argument("--retry-failed", action="store_true", help="queue failed jobs again")
+        parser.add_argument("--inline", action="store_true", help="process here, no worker")
+        parser.add_argument("--dry-run", action="store_true", help="show what would run")
+        parser.add_argument("--limit", type=int, default=None, help="at most this many jobs")
+
+    def _scope(self, options):
+        memories = Memory.objects.alive()
+        if options["memory"]:
+            memories = memories.filter(pk=options["memory"])
+            if not memories.exists():
+                raise CommandError(f"No live memory {options['memory']}")
+        if options["user"]:
+            memories = memories.filter(user__email__iexact=options["user"])
+        return memories
+
+    def handle(self, *args, **options):
+        scoped = bool(options["memory"] or options["user"])
+        memories = self._scope(options)
+        jobs = (
+            EnrichmentJob.objects.filter(memory__in=memories) if scoped else EnrichmentJob.objects
+        )
+        if options["dry_run"]:
+            return self._dry_run(jobs, options)
+        if options["retry_failed"]:
+            retried = services.jobs_retry(queryset=jobs.filter(status=JobStatus.FAILED))
+            self.stdout.write(f"Queued {retried} failed job(s) again.")
+        if options["memory"]:
+            queued = services.memories_enrich_again(
+                memories=memories.filter(enrichment_status__in=["failed", "enriched"])
+            )
+            if queued:
+                self.stdout.write(f"Queued memory {options['memory']} again.")
+        if options["inline"]:
+            return self._inline(jobs, options)
+        result = services.jobs_sweep(limit=options["limit"])
+        self.stdout.write(
+            f"Sweep: {result.dispatched} job(s) dispatched, {result.requeued} re-queued, "
+            f"{result.failed} failed, {result.reservations_released} reservation(s) released."
+        )
+
+    def _waiting(self, jobs):
+        return jobs.filter(status__in=services.WAITING_STATUSES).filter(
+            Q(not_before__isnull=True) | Q(not_before__lte=services.timezone.now())
+        )
+
+    def _dry_run(self, jobs, options):
+        waiting = self._waiting(jobs).order_by("id")
+        if options["limit"]:
+            waiting = waiting[: options["limit"]]
+        rows = list(waiting.values_list("pk", "status", "memory_id", "attempts"))
+        for pk, status, memory_id, attempts in rows:
+            self.stdout.write(f"would run job {pk} ({status}, attempts {attempts}) for {memory_id}")
+        failed = jobs.filter(status=JobStatus.FAILED).count()
+        self.stdout.write(f"{len(rows)} job(s) due; {failed} failed (use --retry-failed).")
+
+    def _inline(self, jobs, options):
+        ids = list(self._waiting(jobs).order_by("id").values_list("pk", flat=True))
+        if options["limit"]:
+            ids = ids[: options["limit"]]
+        outcomes: dict[str, int] = {}
+        total = len(ids)
+        for done, job_id in enumerate(ids, start=1):
+            outcome = services.job_process(job_id=job_id, worker="manage.py enrich --inline")
+            outcomes[outcome] = outcomes.get(outcome, 0) + 1
+            if sys.stdout.isatty() or total <= 50 or done == total or done % 50 == 0:
+                width = 30
+                filled = int(width * done / total)
+                self.stdout.write(
+                    f"\r[{'#' * filled}{'.' * (width - filled)}] {done}/{total}",
+                    ending="" if done < total and sys.stdout.isatty() else "\n",
+                )
+        summary = ", ".join(f"{count} {name}" for name, count in sorted(outcomes.items()))
+        self.stdout.write(f"Processed {total} job(s): {summary or 'nothing due'}.")

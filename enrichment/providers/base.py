@@ -1,0 +1,98 @@
+"""The small interface every AI provider implements, and its result and error types."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Protocol
+
+# The documented category set (README "Enrichment"); providers must answer one of these.
+CATEGORIES = (
+    "work",
+    "personal",
+    "health",
+    "finance",
+    "learning",
+    "travel",
+    "food",
+    "shopping",
+    "relationships",
+    "entertainment",
+    "ideas",
+    "other",
+)
+MAX_TAGS = 5
+
+
+@dataclass(frozen=True)
+class Usage:
+    input_tokens: int
+    output_tokens: int = 0
+    cached_tokens: int = 0
+
+
+@dataclass(frozen=True)
+class Classification:
+    category: str
+    tags: list[str]
+    model: str
+    usage: Usage
+
+
+@dataclass(frozen=True)
+class EmbeddingResult:
+    vector: list[float]
+    model: str
+    usage: Usage
+    dimensions: int = field(init=False)
+
+    def __post_init__(self):
+        object.__setattr__(self, "dimensions", len(self.vector))
+
+
+class ProviderError(Exception):
+    """A failed AI call. `retryable` errors (429, 5xx, timeouts) are tried again later."""
+
+    def __init__(self, message: str, *, retryable: bool, retry_after: float | None = None):
+        super().__init__(message)
+        self.retryable = retryable
+        self.retry_after = retry_after
+
+
+class Provider(Protocol):
+    name: str
+    classification_model: str
+    embedding_model: str
+
+    def classify(self, text: str) -> Classification: ...
+
+    def embed(self, text: str) -> EmbeddingResult: ...
+
+    def estimate_classification_tokens(self, text: str) -> Usage: ...
+
+    def estimate_embedding_tokens(self, text: str) -> Usage: ...
+
+
+def estimate_tokens(text: str) -> int:
+    """An upper estimate of a tokenizer's count: one token per 3 UTF-8 bytes, at least one.
+
+    BPE tokenizers average ~4 bytes per token on English and ~3 on CJK, so this over-counts,
+    which is the safe side for budget reservations and context limits."""
+    return max(1, math.ceil(len(text.encode("utf-8")) / 3))
+
+
+def truncate_to_tokens(text: str, max_tokens: int) -> str:
+    """Cut `text` so that its estimate fits `max_tokens` (never mid-character)."""
+    if estimate_tokens(text) <= max_tokens:
+        return text
+    return text.encode("utf-8")[: max_tokens * 3].decode("utf-8", errors="ignore")
+
+
+def clean_tags(raw) -> list[str]:
+    tags: list[str] = []
+    for tag in raw if isinstance(raw, list) else []:
+        if isinstance(tag, str):
+            value = " ".join(tag.lower().split())[:40]
+            if value and value not in tags:
+                tags.append(value)
+    return tags[:MAX_TAGS]

@@ -1,0 +1,178 @@
+"""The OpenAI provider, through the official client; any OpenAI-compatible server works
+(OPENAI_BASE_URL: Ollama, vLLM, a LiteLLM proxy, our test stub)."""
+
+from __future__ import annotations
+
+import json
+import logging
+
+import openai
+from django.conf import settings
+
+from .base import (
+    CATEGORIES,
+    MAX_TAGS,
+    Classification,
+    EmbeddingResult,
+    ProviderError,
+    Usage,
+    clean_tags,
+    estimate_tokens,
+    truncate_to_tokens,
+)
+
+logger = logging.getLogger(__name__)
+
+NAME = "openai"
+CLASSIFICATION_MAX_OUTPUT_TOKENS = 120
+# Tokens of instructions and schema sent with every classification, on top of the text.
+CLASSIFICATION_PROMPT_OVERHEAD_TOKENS = 160
+
+SYSTEM_PROMPT = (
+    "You classify a person's short personal note. Answer with JSON only: the single best "
+    f"category from the list, and up to {MAX_TAGS} short lowercase topic tags."
+)
+
+CLASSIFICATION_SCHEMA = {
+    "name": "memory_classification",
+    "strict": True,
+    "schema": {
+        "type": "object",
+        "properties": {
+            "category": {"type": "string", "enum": list(CATEGORIES)},
+            "tags": {"type": "array", "items": {"type": "string"}, "maxItems": MAX_TAGS},
+        },
+        "required": ["category", "tags"],
+        "additionalProperties": False,
+    },
+}
+
+
+def _usage(raw) -> Usage:
+    if raw is None:
+        raise ProviderError("the response carried no usage", retryable=True)
+    details = getattr(raw, "prompt_tokens_details", None)
+    cached = getattr(details, "cached_tokens", None) or 0
+    return Usage(
+        input_tokens=int(raw.prompt_tokens or 0),
+        output_tokens=int(getattr(raw, "completion_tokens", 0) or 0),
+        cached_tokens=int(cached),
+    )
+
+
+def _retry_after(exc: openai.APIStatusError) -> float | None:
+    value = exc.response.headers.get("retry-after") if exc.response is not None else None
+    try:
+        return float(value) if value is not None else None
+    except ValueError:
+        return None
+
+
+def _translate(exc: Exception) -> ProviderError:
+    """Map the client's errors onto retryable or final ones; the message never holds the key."""
+    if isinstance(exc, openai.APITimeoutError):
+        return ProviderError("timed out", retryable=True)
+    if isinstance(exc, openai.APIConnectionError):
+        return ProviderError("connection failed", retryable=True)
+    if isinstance(exc, openai.RateLimitError):
+        return ProviderError("429 rate limited", retryable=True, retry_after=_retry_after(exc))
+    if isinstance(exc, openai.APIStatusError):
+        status = exc.status_code
+        message = f"{status} {type(exc).__name__}"
+        if status in (408, 409) or status >= 500:
+            return ProviderError(message, retryable=True, retry_after=_retry_after(exc))
+        return ProviderError(message, retryable=False)
+    if isinstance(exc, (openai.APIResponseValidationError, ValueError)):
+        return ProviderError("malformed response", retryable=True)
+    return ProviderError(f"{type(exc).__name__}", retryable=True)
+
+
+class OpenAIProvider:
+    name = NAME
+
+    def __init__(self) -> None:
+        self.classification_model = settings.OPENAI_CLASSIFICATION_MODEL
+        self.embedding_model = settings.OPENAI_EMBEDDING_MODEL
+        self.dimensions = settings.OPENAI_EMBEDDING_DIMENSIONS
+        self.client = openai.OpenAI(
+            api_key=settings.OPENAI_API_KEY,
+            base_url=settings.OPENAI_BASE_URL or None,
+            timeout=settings.OPENAI_TIMEOUT_SECONDS,
+            # Retries belong to the job (backoff, budget, breaker), not to the HTTP client.
+            max_retries=0,
+        )
+
+    def _text_for_classification(self, text: str) -> str:
+        return truncate_to_tokens(text, settings.OPENAI_CLASSIFICATION_MAX_INPUT_TOKENS)
+
+    def _text_for_embedding(self, text: str) -> str:
+        return truncate_to_tokens(text, settings.OPENAI_EMBEDDING_MAX_INPUT_TOKENS)
+
+    def estimate_classification_tokens(self, text: str) -> Usage:
+        prompt = estimate_tokens(self._text_for_classification(text))
+        return Usage(
+            input_tokens=prompt + CLASSIFICATION_PROMPT_OVERHEAD_TOKENS,
+            output_tokens=CLASSIFICATION_MAX_OUTPUT_TOKENS,
+        )
+
+    def estimate_embedding_tokens(self, text: str) -> Usage:
+        return Usage(input_tokens=estimate_tokens(self._text_for_embedding(text)))
+
+    def classify(self, text: str) -> Classification:
+        try:
+            response = self.client.chat.completions.create(
+                model=self.classification_model,
+                messages=[
+                    {"role": "system", "content": SYSTEM_PROMPT},
+                    {"role": "user", "content": self._text_for_classification(text)},
+                ],
+                response_format={"type": "json_schema", "json_schema": CLASSIFICATION_SCHEMA},
+                max_completion_tokens=CLASSIFICATION_MAX_OUTPUT_TOKENS,
+                temperature=0,
+            )
+        except (openai.OpenAIError, ValueError) as exc:  # ValueError: a body that is not JSON
+            raise _translate(exc) from exc
+        usage = _usage(getattr(response, "usage", None))
+        try:
+            content = response.choices[0].message.content or ""
+            data = json.loads(content)
+            category = data["category"]
+        except (IndexError, AttributeError, TypeError, KeyError, ValueError) as exc:
+            error = ProviderError("malformed classification", retryable=True)
+            error.usage = usage  # the call was made and is billed
+            raise error from exc
+        if category not in CATEGORIES:
+            logger.warning("provider answered an unknown category; using 'other'")
+            category = "other"
+        return Classification(
+            category=category,
+            tags=clean_tags(data.get("tags")),
+            model=getattr(response, "model", None) or self.classification_model,
+            usage=usage,
+        )
+
+    def embed(self, text: str) -> EmbeddingResult:
+        kwargs = {"dimensions": self.dimensions} if self.dimensions else {}
+        try:
+            response = self.client.embeddings.create(
+                model=self.embedding_model,
+                input=self._text_for_embedding(text),
+                encoding_format="float",
+                **kwargs,
+            )
+        except (openai.OpenAIError, ValueError) as exc:  # ValueError: a body that is not JSON
+            raise _translate(exc) from exc
+        usage = _usage(getattr(response, "usage", None))
+        try:
+            vector = [float(v) for v in response.data[0].embedding]
+        except (IndexError, AttributeError, TypeError, ValueError) as exc:
+            error = ProviderError("malformed embedding", retryable=True)
+            error.usage = usage
+            raise error from exc
+        if not vector:
+            raise ProviderError("empty embedding", retryable=True)
+        return EmbeddingResult(
+            vector=vector,
+            model=getattr(response, "model", None) or self.embedding_model,
+            usage=usage,
+        )

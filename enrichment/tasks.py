@@ -1,0 +1,25 @@
+"""Celery tasks: thin wrappers that take ids and call services."""
+
+from celery import shared_task
+from django.conf import settings
+
+from . import services
+
+
+@shared_task(
+    name=services.PROCESS_TASK,
+    bind=True,
+    acks_late=True,
+    reject_on_worker_lost=True,
+    ignore_result=True,
+    time_limit=settings.CELERY_TASK_TIME_LIMIT,
+    soft_time_limit=settings.CELERY_TASK_SOFT_TIME_LIMIT,
+)
+def process_job(self, job_id: int) -> str:
+    return services.job_process(job_id=job_id, worker=self.request.hostname or "")
+
+
+@shared_task(name="enrichment.sweep", ignore_result=True, time_limit=120, soft_time_limit=100)
+def sweep() -> dict:
+    result = services.jobs_sweep()
+    return result.__dict__

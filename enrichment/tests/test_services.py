@@ -1,0 +1,259 @@
+"""Job processing step by step (inline, no worker): gates, retries, failures, breakers."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pytest
+import time_machine
+from django.db import transaction
+from django.utils import timezone
+
+from costs.models import AICostRecord
+from enrichment import services
+from enrichment.models import EnrichmentJob, JobStatus
+from memories.models import Memory
+from memories.services import memory_create, memory_delete, memory_update
+
+pytestmark = pytest.mark.django_db
+
+
+def new_job(user, text="Dentist appointment on Monday") -> EnrichmentJob:
+    memory = memory_create(user=user, text_content=text, type="note")
+    return EnrichmentJob.objects.get(memory=memory)
+
+
+def run(job) -> str:
+    return services.job_process(job_id=job.pk, worker="test")
+
+
+def refreshed(job):
+    job.refresh_from_db()
+    job.memory.refresh_from_db()
+    return job
+
+
+def test_creating_a_memory_creates_a_pending_job_and_dispatches_it_on_commit(
+    user, django_capture_on_commit_callbacks, monkeypatch
+):
+    sent = []
+    monkeypatch.setattr(
+        services.current_app, "send_task", lambda name, args, queue: sent.append((name, args))
+    )
+    with django_capture_on_commit_callbacks(execute=True):
+        job = new_job(user)
+    assert job.status == JobStatus.PENDING and job.queue == "normal"
+    assert sent == [(services.PROCESS_TASK, [job.pk])]
+
+
+def test_it_enriches_with_the_local_provider_by_default(user):
+    job = new_job(user)
+    assert run(job) == "completed"
+    job = refreshed(job)
+    assert job.status == JobStatus.COMPLETED and job.attempts == 1
+    assert job.memory.enrichment_status == "enriched"
+    assert job.memory.category == "health"
+    assert job.memory.embedding.model == "local-hash-v1"
+    records = AICostRecord.objects.filter(memory=job.memory)
+    assert {r.provider for r in records} == {"local"}
+    assert all(r.cost_cents == 0 for r in records)  # priced at 0, still counted
+    assert records.count() == 2
+
+
+def test_a_second_run_of_a_finished_job_does_nothing(user):
+    job = new_job(user)
+    run(job)
+    assert run(job) == "not_claimed"
+    assert AICostRecord.objects.count() == 2
+
+
+def test_a_deleted_memory_cancels_its_job_without_an_ai_call(user, use_openai):
+    job = new_job(user)
+    memory_delete(memory=job.memory)
+    assert run(job) == "cancelled"
+    assert refreshed(job).status == JobStatus.CANCELLED
+    assert use_openai.calls == []
+
+
+def test_changed_text_supersedes_the_waiting_job(user):
+    job = new_job(user, "first text")
+    memory_update(memory=job.memory, text_content="Flight to Lisbon")
+    assert refreshed(job).status == JobStatus.CANCELLED
+    newer = EnrichmentJob.objects.exclude(pk=job.pk).get()
+    assert run(newer) == "completed"
+    assert Memory.objects.get(pk=job.memory_id).category == "travel"
+
+
+def test_text_changed_during_the_call_keeps_the_newer_result(user, use_openai, monkeypatch):
+    job = new_job(user, "Pay the rent")
+    provider = services.get_provider()
+    original = provider.embed
+
+    def embed_then_edit(text):
+        result = original(text)
+        with transaction.atomic():
+            memory_update(memory=Memory.objects.get(pk=job.memory_id), text_content="Gym at 7")
+        return result
+
+    monkeypatch.setattr(provider, "embed", embed_then_edit)
+    assert run(job) == "superseded"
+    memory = Memory.objects.get(pk=job.memory_id)
+    assert memory.category == "" and memory.enrichment_status == "pending"
+    assert AICostRecord.objects.filter(memory=memory).count() == 2  # spent, and recorded
+    monkeypatch.setattr(provider, "embed", original)
+    newer = EnrichmentJob.objects.get(memory=memory, status=JobStatus.PENDING)
+    assert run(newer) == "completed"
+    assert Memory.objects.get(pk=memory.pk).category == "health"
+
+
+def test_a_spent_budget_defers_the_job_until_the_reset(user, settings):
+    settings.AI_BUDGET_TIMEZONE = "America/New_York"
+    with time_machine.travel(dt.datetime(2026, 11, 28, 22, 0, tzinfo=dt.UTC), tick=False):
+        from costs import services as costs
+
+        costs.budget_pause()
+        job = new_job(user)
+        assert run(job) == "deferred"
+        job = refreshed(job)
+        assert job.status == JobStatus.DEFERRED and job.queue == "deferred"
+        assert job.deferred_reason == "budget" and job.attempts == 0
+        assert job.memory.enrichment_status == "deferred"
+        # Midnight in New York is 05:00 UTC.
+        assert job.not_before == dt.datetime(2026, 11, 29, 5, 0, tzinfo=dt.UTC)
+        assert services.jobs_sweep().dispatched == 0
+        assert run(job) == "not_claimed"
+    with time_machine.travel(dt.datetime(2026, 11, 29, 5, 0, 1, tzinfo=dt.UTC), tick=False):
+        assert costs.budget_breaker_state() == "closed"
+        assert [row[0] for row in services.jobs_due(now=timezone.now(), limit=10)] == [job.pk]
+        assert run(job) == "completed"
+
+
+def test_a_budget_refused_reservation_defers(user, settings):
+    settings.AI_DAILY_BUDGET_CENTS = 0
+    job = new_job(user)
+    assert run(job) == "deferred"
+    assert refreshed(job).deferred_reason == "budget"
+    assert AICostRecord.objects.count() == 0
+
+
+def test_a_user_over_their_enrichment_limit_is_deferred(user, settings):
+    settings.USER_DAILY_ENRICHMENT_LIMIT = 1
+    first, second = new_job(user, "one"), new_job(user, "two")
+    assert run(first) == "completed"
+    assert run(second) == "deferred"
+    assert refreshed(second).deferred_reason == "user_enrichment_limit"
+
+
+def test_a_429_is_retried_after_its_retry_after_then_succeeds(user, use_openai):
+    use_openai.script(["429"])
+    job = new_job(user)
+    before = timezone.now()
+    assert run(job) == "retrying"
+    job = refreshed(job)
+    assert job.status == JobStatus.PENDING and job.attempts == 1
+    assert "429" in job.last_error
+    assert job.not_before >= before + dt.timedelta(seconds=1)
+    assert AICostRecord.objects.count() == 0  # a refused call costs nothing
+    assert run(job) == "not_claimed"  # not due yet
+    with time_machine.travel(job.not_before + dt.timedelta(seconds=1), tick=False):
+        assert run(job) == "completed"
+    assert refreshed(job).attempts == 2
+
+
+def test_a_401_fails_at_once(user, use_openai):
+    use_openai.script(["401"])
+    job = new_job(user)
+    assert run(job) == "failed"
+    job = refreshed(job)
+    assert job.status == JobStatus.FAILED and job.attempts == 1
+    assert "401" in job.last_error and "sk-test" not in job.last_error
+    assert job.memory.enrichment_status == "failed"
+
+
+def test_retryable_errors_fail_after_the_maximum_attempts(user, use_openai, settings):
+    settings.ENRICHMENT_MAX_ATTEMPTS = 3
+    settings.AI_PROVIDER_FAILURE_THRESHOLD = 100
+    use_openai.script(["500"] * 3)
+    job = new_job(user)
+    outcomes = []
+    for hours in (1, 2, 3):
+        with time_machine.travel(timezone.now() + dt.timedelta(hours=hours), tick=False):
+            outcomes.append(run(job))
+        job.refresh_from_db()
+    assert outcomes == ["retrying", "retrying", "failed"]
+    assert job.status == JobStatus.FAILED and job.attempts == 3
+
+
+def test_a_malformed_answer_is_retried_and_its_billed_tokens_recorded(user, use_openai):
+    use_openai.script(["bad_content"])
+    job = new_job(user)
+    assert run(job) == "retrying"
+    record = AICostRecord.objects.get()
+    assert record.operation == "classification" and record.input_tokens > 0
+
+
+def test_the_provider_breaker_opens_and_recovers_through_one_probe(user, use_openai, settings):
+    from costs import services as costs
+
+    settings.AI_PROVIDER_FAILURE_THRESHOLD = 2
+    settings.AI_PROVIDER_COOLDOWN_SECONDS = 60
+    use_openai.script(["500", "500"])
+    jobs = [new_job(user, f"note {i}") for i in range(3)]
+    assert run(jobs[0]) == "retrying"
+    assert run(jobs[1]) == "retrying"
+    assert run(jobs[2]) == "deferred"  # breaker open: no call made
+    assert refreshed(jobs[2]).deferred_reason == "provider_breaker"
+    calls_while_open = len(use_openai.calls)
+    later = timezone.now() + dt.timedelta(seconds=61)
+    with time_machine.travel(later, tick=False):
+        assert run(jobs[2]) == "completed"  # the one probe succeeds
+        assert costs.provider_breaker_allow() is True  # closed again
+    assert len(use_openai.calls) == calls_while_open + 2
+
+
+def test_the_sweep_requeues_expired_leases_and_fails_exhausted_ones(user, settings):
+    settings.ENRICHMENT_MAX_ATTEMPTS = 2
+    a, b = new_job(user, "a"), new_job(user, "b")
+    past = timezone.now() - dt.timedelta(seconds=1)
+    EnrichmentJob.objects.filter(pk=a.pk).update(
+        status=JobStatus.PROCESSING, attempts=1, lease_expires_at=past
+    )
+    EnrichmentJob.objects.filter(pk=b.pk).update(
+        status=JobStatus.PROCESSING, attempts=2, lease_expires_at=past
+    )
+    result = services.jobs_sweep()
+    assert (result.requeued, result.failed) == (1, 1)
+    assert refreshed(a).status == JobStatus.PENDING
+    assert refreshed(b).status == JobStatus.FAILED
+    assert b.memory.enrichment_status == "failed"
+
+
+def test_the_sweep_dispatches_normal_before_deferred_up_to_the_batch(user, settings, monkeypatch):
+    settings.ENRICHMENT_BATCH_SIZE = 3
+    sent = []
+    monkeypatch.setattr(
+        services.current_app, "send_task", lambda name, args, queue: sent.append(args[0])
+    )
+    deferred = [new_job(user, f"d{i}") for i in range(2)]
+    EnrichmentJob.objects.filter(pk__in=[j.pk for j in deferred]).update(
+        status=JobStatus.DEFERRED, not_before=timezone.now(), dispatched_at=None
+    )
+    normal = [new_job(user, f"n{i}") for i in range(2)]
+    EnrichmentJob.objects.filter(pk__in=[j.pk for j in normal]).update(dispatched_at=None)
+    assert services.jobs_sweep().dispatched == 3
+    assert sent == [normal[0].pk, normal[1].pk, deferred[0].pk]
+    # Jobs just sent are not sent again by the next sweep.
+    sent.clear()
+    assert services.jobs_sweep().dispatched == 1
+    assert sent == [deferred[1].pk]
+
+
+def test_staff_can_retry_failed_jobs(user, use_openai):
+    use_openai.script(["401"])
+    job = new_job(user)
+    run(job)
+    assert services.jobs_retry(queryset=EnrichmentJob.objects.all()) == 1
+    retry = EnrichmentJob.objects.get(status=JobStatus.PENDING)
+    assert retry.memory_id == job.memory_id
+    assert Memory.objects.get(pk=job.memory_id).enrichment_status == "pending"
+    assert run(retry) == "completed"
