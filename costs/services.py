@@ -707,7 +707,8 @@ def usage_record_memory_created(*, user) -> None:
         wait = seconds_until_reset()
         resets_at = next_reset().astimezone(dt.UTC).isoformat().replace("+00:00", "Z")
         raise LimitExceededError(
-            f"You reached your limit of {limit} memories per day; it resets at {resets_at}.",
+            f"You reached your daily limit of {limit} "
+            f"{'memory' if limit == 1 else 'memories'}; it resets at {resets_at}.",
             details={
                 "limit": limit,
                 "kind": "memories",
