@@ -7,7 +7,7 @@ import os
 
 from celery import bootsteps
 from django.conf import settings
-from django.db import close_old_connections
+from django.db import connection
 from django.utils import timezone
 
 logger = logging.getLogger(__name__)
@@ -25,10 +25,12 @@ class HeartbeatStep(bootsteps.StartStopStep):
         from .services import heartbeat_beat
 
         try:
-            close_old_connections()
             heartbeat_beat(hostname=worker.hostname, pid=os.getpid(), started_at=self.started_at)
         except Exception as exc:  # noqa: BLE001 - a missed beat must not stop the worker
             logger.warning("heartbeat not written: %s", type(exc).__name__)
+        finally:
+            # The timer thread holds no connection between beats (one every few seconds).
+            connection.close()
 
     def start(self, worker) -> None:
         self._beat(worker)

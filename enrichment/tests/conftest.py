@@ -69,8 +69,7 @@ def _session_worker(django_db_setup):
 
 
 @pytest.fixture
-def celery_worker(_session_worker, transactional_db, settings):
+def celery_worker(_session_worker, transactional_db):
     """The session's worker, with committed data it can see and an empty queue."""
-    settings.DATABASES["default"]["CONN_MAX_AGE"] = 0
     _purge_queues()
     yield _session_worker

@@ -77,7 +77,9 @@ def test_the_same_job_delivered_twice_calls_the_provider_once(use_openai, celery
 
 def _queue_has_messages() -> bool:
     with celery_app.connection_for_write() as conn:
-        _, count, _ = conn.default_channel.queue_declare(queue="enrichment", passive=True)
+        _, count, _ = conn.default_channel.queue_declare(
+            queue="enrichment", durable=True, auto_delete=False
+        )
     if count:
         return True
     return EnrichmentJob.objects.filter(status=JobStatus.PROCESSING).exists()

@@ -22,7 +22,11 @@ LOGGING["root"]["level"] = LOG_LEVEL  # noqa: F405
 # Pipeline tests run a real worker on Redis when REDIS_URL is set (CI), else kombu's in-memory
 # transport, which works for a worker thread inside the test process.
 CELERY_BROKER_URL = env.str("REDIS_URL", default="") or "memory://"
-CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 3600}
+# A key prefix per test run, so two runs sharing one Redis never consume each other's tasks.
+CELERY_BROKER_TRANSPORT_OPTIONS = {
+    "visibility_timeout": 3600,
+    "global_keyprefix": f"mc-test-{os.getpid()}:",
+}
 ENRICHMENT_HEARTBEAT_SECONDS = 1
 
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":  # noqa: F405
@@ -32,3 +36,5 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":  # noqa: F405
         "NAME": str(BASE_DIR / "var" / f"test-db-{os.getpid()}.sqlite3")  # noqa: F405
     }
     (BASE_DIR / "var").mkdir(exist_ok=True)  # noqa: F405
+# Worker threads in tests must not keep connections open past their task.
+DATABASES["default"]["CONN_MAX_AGE"] = 0  # noqa: F405
