@@ -214,3 +214,10 @@ def test_sums_and_comparisons_in_sql_are_exact():
     DailyBudget.objects.update(spent_cents=F("spent_cents") + cents_value("0.2"))
     assert DailyBudget.objects.filter(spent_cents=F("limit_cents")).count() == 1
     assert DailyBudget.objects.get().spent_cents == D("0.300000")
+
+
+@pytest.mark.django_db(transaction=True)
+def test_an_emptied_price_table_is_seeded_again_after_a_flush():
+    call_command("flush", interactive=False, verbosity=0)
+    assert ModelPrice.objects.filter(provider="openai", model="gpt-4o-mini").exists()
+    assert not price_quote(provider="openai", model="gpt-4o-mini").fallback
