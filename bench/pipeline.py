@@ -161,6 +161,8 @@ def main() -> None:
         "OPENAI_API_KEY": "sk-bench-not-a-real-key",
         "OPENAI_BASE_URL": stub.base_url,
         "AI_DAILY_BUDGET_CENTS": "100000000",
+        "USER_DAILY_MEMORY_LIMIT": "0",
+        "USER_DAILY_ENRICHMENT_LIMIT": "0",
         "LOG_LEVEL": "WARNING",
         "ENRICHMENT_HEARTBEAT_SECONDS": "1",
     }

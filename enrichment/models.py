@@ -69,7 +69,6 @@ class WorkerHeartbeat(models.Model):
     pid = models.PositiveIntegerField()
     started_at = models.DateTimeField()
     last_seen = models.DateTimeField(db_index=True)
-    jobs_done = models.PositiveIntegerField(default=0)
 
     def __str__(self) -> str:
         return self.hostname

@@ -8,7 +8,7 @@ class LiveWorkerSerializer(serializers.Serializer):
     pid = serializers.IntegerField()
     startedAt = serializers.DateTimeField()  # noqa: N815
     lastSeen = serializers.DateTimeField()  # noqa: N815
-    jobsDone = serializers.IntegerField()  # noqa: N815
+    jobsDone = serializers.IntegerField(help_text="Jobs completed today.")  # noqa: N815
 
 
 class WorkerSerializer(serializers.Serializer):

@@ -350,7 +350,14 @@ def job_process(*, job_id: int, worker: str = "", provider: Provider | None = No
             costs.provider_breaker_record_success()
         else:
             costs.provider_breaker_release_probe()  # no call made: let another caller probe
-        _defer(job, until=next_reset(), reason="budget")
+        if costs.budget_breaker_state() == "open":
+            _defer(job, until=next_reset(), reason="budget")
+        else:
+            # Under the limit, but calls in flight hold the rest: they may settle for less.
+            retry_at = timezone.now() + dt.timedelta(
+                seconds=settings.ENRICHMENT_BUDGET_RETRY_SECONDS
+            )
+            _defer(job, until=min(retry_at, next_reset()), reason="budget_reserved")
         return "deferred"
     except ProviderError as error:
         costs.provider_breaker_record_failure()
@@ -390,8 +397,6 @@ def _complete(job: EnrichmentJob, memory: Memory, classification: dict, embeddin
             },
         )
         costs.usage_record_enrichment(user=memory.user)
-        if job.worker:
-            WorkerHeartbeat.objects.filter(hostname=job.worker).update(jobs_done=F("jobs_done") + 1)
     return "completed"
 
 

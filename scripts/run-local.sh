@@ -37,7 +37,7 @@ trap 'exit 143' TERM
 "$PY" manage.py migrate --noinput
 "$PY" manage.py ensure_demo_user
 
-mkdir -p var/broker var/broker-processed
+mkdir -p var/broker var/broker-processed var/broker-control
 start_bg .venv/bin/celery -A memoryconnector worker --loglevel=INFO \
     --concurrency="${CELERY_CONCURRENCY:-2}" --hostname="local-worker@%h"
 start_bg .venv/bin/celery -A memoryconnector beat --loglevel=INFO \

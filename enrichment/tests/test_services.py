@@ -136,6 +136,20 @@ def test_a_budget_refused_reservation_defers(user, settings):
     assert AICostRecord.objects.count() == 0
 
 
+def test_a_reservation_refused_under_the_limit_retries_soon(user, use_openai, monkeypatch):
+    """Calls in flight hold the rest of the budget: try again shortly, not at the reset."""
+    from costs import services as costs
+
+    monkeypatch.setattr(costs, "budget_reserve", lambda **kwargs: None)
+    job = new_job(user)
+    before = timezone.now()
+    assert run(job) == "deferred"
+    job = refreshed(job)
+    assert job.deferred_reason == "budget_reserved"
+    assert before + dt.timedelta(seconds=29) < job.not_before < before + dt.timedelta(seconds=60)
+    assert use_openai.calls == []
+
+
 def test_a_user_over_their_enrichment_limit_is_deferred(user, settings):
     settings.USER_DAILY_ENRICHMENT_LIMIT = 1
     first, second = new_job(user, "one"), new_job(user, "two")

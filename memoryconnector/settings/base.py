@@ -232,6 +232,9 @@ ENRICHMENT_LEASE_SECONDS = env.int("ENRICHMENT_LEASE_SECONDS", default=360)
 # A job sent to the broker but never claimed is sent again after this long.
 ENRICHMENT_REDISPATCH_SECONDS = env.int("ENRICHMENT_REDISPATCH_SECONDS", default=120)
 ENRICHMENT_HEARTBEAT_SECONDS = env.int("ENRICHMENT_HEARTBEAT_SECONDS", default=5)
+# A job refused a reservation while the budget is not yet spent (calls in flight hold the rest)
+# tries again after this long instead of waiting for the reset.
+ENRICHMENT_BUDGET_RETRY_SECONDS = env.int("ENRICHMENT_BUDGET_RETRY_SECONDS", default=30)
 
 # --- Alerting -----------------------------------------------------------------------------------
 # Channels: email when SMTP_HOST and ADMIN_EMAIL are set; Slack when SLACK_BOT_TOKEN and a channel
@@ -342,13 +345,16 @@ SPECTACULAR_SETTINGS.setdefault("ENUM_NAME_OVERRIDES", {}).update(
 # --- Celery -------------------------------------------------------------------------------------
 # Broker: CELERY_BROKER_URL, else REDIS_URL, else kombu's filesystem transport under var/ (the
 # embedded default: a real broker that needs no server).
-CELERY_BROKER_URL = env.str("CELERY_BROKER_URL", default="") or REDIS_URL or "filesystem://"
+CELERY_BROKER_URL = (
+    env.str("CELERY_BROKER_URL", default="") or REDIS_URL or "filesystem://localhost/"
+)
 _BROKER_DIR = BASE_DIR / "var" / "broker"
 CELERY_BROKER_TRANSPORT_OPTIONS = (
     {
         "data_folder_in": str(_BROKER_DIR),
         "data_folder_out": str(_BROKER_DIR),
         "processed_folder": str(BASE_DIR / "var" / "broker-processed"),
+        "control_folder": str(BASE_DIR / "var" / "broker-control"),
         "store_processed": False,
     }
     if CELERY_BROKER_URL.startswith("filesystem")
