@@ -48,7 +48,7 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[index]
 
 
-def run_once(*, memories: int, workers: int, concurrency: int, env: dict) -> dict:
+def run_once(*, memories: int, workers: int, concurrency: int, env: dict, rate: float) -> dict:
     import django
     from django.db import connection
 
@@ -99,6 +99,9 @@ def run_once(*, memories: int, workers: int, concurrency: int, env: dict) -> dic
             time.sleep(0.2)
         started = time.monotonic()
         for i in range(memories):
+            if rate:
+                # A steady arrival rate: latency without a backlog.
+                time.sleep(max(0.0, started + i / rate - time.monotonic()))
             memory_create(
                 user=user, text_content=f"Benchmark memory {i}: meeting at 9", type="note"
             )
@@ -128,6 +131,7 @@ def run_once(*, memories: int, workers: int, concurrency: int, env: dict) -> dic
         "workers": workers,
         "concurrency": concurrency,
         "memories": memories,
+        "arrivalRate": rate or "burst",
         "enriched": len(finished),
         "jobsCompleted": jobs_done,
         "costRecords": AICostRecord.objects.count(),
@@ -146,6 +150,10 @@ def main() -> None:
     parser.add_argument("--memories", type=int, default=2000)
     parser.add_argument("--workers", default="1", help="comma-separated worker process counts")
     parser.add_argument("--concurrency", type=int, default=2, help="processes per worker")
+    parser.add_argument(
+        "--rate", type=float, default=0, help="memories per second (0 = all at once)"
+    )
+    parser.add_argument("--output", default="pipeline", help="name of the results file")
     args = parser.parse_args()
 
     from enrichment.testing.openai_stub import OpenAIStub
@@ -178,11 +186,16 @@ def main() -> None:
     results = []
     for workers in [int(w) for w in args.workers.split(",")]:
         result = run_once(
-            memories=args.memories, workers=workers, concurrency=args.concurrency, env=env
+            memories=args.memories,
+            workers=workers,
+            concurrency=args.concurrency,
+            env=env,
+            rate=args.rate,
         )
         results.append(result)
         print(
-            f"workers={workers}x{args.concurrency}  {result['enriched']}/{args.memories} enriched"
+            f"workers={workers}x{args.concurrency}  arrivals={result['arrivalRate']}"
+            f"  {result['enriched']}/{args.memories} enriched"
             f"  {result['jobsPerSecond']} jobs/s ({result['vsReference']}x the reference's "
             f"{REFERENCE_JOBS_PER_SECOND} jobs/s)  p50 {result['p50Seconds']} s"
             f"  p95 {result['p95Seconds']} s  provider calls {len(stub.calls)}",
@@ -190,7 +203,7 @@ def main() -> None:
         )
         stub.state.calls.clear()
     stub.stop()
-    out = ROOT / "bench" / "results" / "pipeline.json"
+    out = ROOT / "bench" / "results" / f"{args.output}.json"
     out.write_text(
         json.dumps(
             {
