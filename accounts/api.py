@@ -2,7 +2,7 @@
 
 from django.conf import settings
 from django.core.exceptions import ValidationError as DjangoValidationError
-from drf_spectacular.utils import extend_schema
+from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import exceptions, status
 from rest_framework.permissions import AllowAny
 from rest_framework.response import Response
@@ -86,7 +86,10 @@ class RegisterApi(PublicAuthApi):
     @extend_schema(
         tags=["auth"],
         request=CredentialsSerializer,
-        responses={201: AuthResponseSerializer},
+        responses={
+            201: AuthResponseSerializer,
+            409: OpenApiResponse(description="An account with this email exists."),
+        },
         summary="Create an account (disabled when ALLOW_REGISTRATION=false)",
     )
     def post(self, request):

@@ -11,6 +11,7 @@ from typing import Any
 from django.core.exceptions import PermissionDenied, RequestDataTooBig, SuspiciousOperation
 from django.db import DatabaseError
 from django.http import Http404, JsonResponse
+from django.views.decorators.csrf import csrf_exempt
 from rest_framework import exceptions, status
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
@@ -181,6 +182,16 @@ def json_handler500(request):
     return server_error(request)
 
 
+@csrf_exempt
 def api_not_found(request, *args, **kwargs):
     """Catch-all for unknown /api/ addresses (also while DEBUG is on)."""
     return error_response(404, "not_found", "No API endpoint at this address.")
+
+
+def csrf_failure(request, reason=""):
+    """CSRF refusals (admin and dashboard forms): JSON under /api/, Django's page elsewhere."""
+    if is_api_request(request):
+        return error_response(403, "csrf_failed", "CSRF verification failed.")
+    from django.views.csrf import csrf_failure as django_csrf_failure
+
+    return django_csrf_failure(request, reason=reason)

@@ -48,6 +48,10 @@ def add_error_responses(result, generator, request, public):
                 codes.remove("403")
             if method in ("get", "delete"):
                 codes = [c for c in codes if c not in ("413", "415")]
+            for code, response in responses.items():
+                # Error responses a view declares itself (409, 422, ...) get the shape too.
+                if code.isdigit() and int(code) >= 400 and not response.get("content"):
+                    response["content"] = {"application/json": {"schema": ref}}
             for code in codes:
                 responses.setdefault(
                     code,

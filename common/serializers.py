@@ -25,3 +25,15 @@ class StrictSerializer(serializers.Serializer):
             if unknown:
                 raise serializers.ValidationError({name: ["Unknown field."] for name in unknown})
         return super().to_internal_value(data)
+
+
+class QuerySerializer(serializers.Serializer):
+    """Query parameters: an empty value (`?type=`) is an error, not a silent "absent"."""
+
+    def to_internal_value(self, data):
+        empty = sorted(name for name in self.fields if name in data and data.get(name) == "")
+        if empty:
+            raise serializers.ValidationError(
+                {name: ["This parameter may not be empty."] for name in empty}
+            )
+        return super().to_internal_value(data)

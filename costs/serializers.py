@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from rest_framework import serializers
 
-from common.serializers import StrictSerializer
+from common.serializers import QuerySerializer, StrictSerializer
 
 from .models import Operation
 
@@ -104,11 +104,12 @@ class BudgetTodaySerializer(StrictSerializer):
         decimal_places=6,
         min_value=0,
         allow_null=True,
+        coerce_to_string=False,
         help_text="Today's limit in US cents; null returns to AI_DAILY_BUDGET_CENTS.",
     )
 
 
-class CostsDailyQuerySerializer(serializers.Serializer):
+class CostsDailyQuerySerializer(QuerySerializer):
     days = serializers.IntegerField(min_value=1, max_value=366, default=30)
     format = serializers.ChoiceField(
         choices=["json", "csv"], required=False, help_text="csv: one row per day and model."

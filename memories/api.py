@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
-from drf_spectacular.utils import OpenApiParameter, extend_schema, inline_serializer
+from drf_spectacular.utils import (
+    OpenApiParameter,
+    OpenApiResponse,
+    extend_schema,
+    inline_serializer,
+)
 from rest_framework import serializers, status
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -20,7 +25,7 @@ from .serializers import (
 
 IDEMPOTENCY_HEADER = OpenApiParameter(
     name="Idempotency-Key",
-    type=str,
+    type={"type": "string", "pattern": r"^[\x21-\x7e]{1,255}$"},
     location=OpenApiParameter.HEADER,
     required=False,
     description=(
@@ -67,7 +72,11 @@ class MemoryListCreateApi(APIView):
         tags=["memories"],
         request=MemoryCreateSerializer,
         parameters=[IDEMPOTENCY_HEADER],
-        responses={201: MemorySerializer},
+        responses={
+            201: MemorySerializer,
+            409: OpenApiResponse(description="The same Idempotency-Key is still in flight."),
+            422: OpenApiResponse(description="Idempotency-Key reused with another body."),
+        },
         summary="Save a memory; it is enriched in the background",
     )
     def post(self, request):

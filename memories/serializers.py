@@ -3,7 +3,7 @@
 from django.conf import settings
 from rest_framework import serializers
 
-from common.serializers import StrictCharField, StrictSerializer
+from common.serializers import QuerySerializer, StrictCharField, StrictSerializer
 
 from .models import EnrichmentStatus, Memory, MemoryType
 
@@ -53,7 +53,7 @@ class MemoryUpdateSerializer(StrictSerializer):
     type = serializers.ChoiceField(choices=MemoryType.choices, required=False)
 
 
-class MemoryListQuerySerializer(serializers.Serializer):
+class MemoryListQuerySerializer(QuerySerializer):
     type = serializers.ChoiceField(choices=MemoryType.choices, required=False)
     enrichmentStatus = serializers.ChoiceField(  # noqa: N815
         choices=EnrichmentStatus.choices, required=False
@@ -61,4 +61,8 @@ class MemoryListQuerySerializer(serializers.Serializer):
     createdAfter = serializers.DateTimeField(required=False)  # noqa: N815
     createdBefore = serializers.DateTimeField(required=False)  # noqa: N815
     limit = serializers.IntegerField(min_value=1, max_value=100, required=False)
-    cursor = serializers.CharField(required=False, max_length=500)
+    cursor = serializers.CharField(
+        required=False,
+        max_length=500,
+        help_text="The opaque position from a page's `next` or `previous` link; 400 if invalid.",
+    )
