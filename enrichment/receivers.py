@@ -8,5 +8,5 @@ from . import services
 
 
 @receiver(memory_text_changed, dispatch_uid="enrichment.job_for_new_text")
-def _job_for_new_text(sender, memory, **kwargs):
-    services.job_create_for_memory(memory=memory)
+def _job_for_new_text(sender, memory, created=False, **kwargs):
+    services.job_create_for_memory(memory=memory, created=created)

@@ -48,13 +48,15 @@ def text_hash(text: str) -> str:
 # --- creation and dispatch ----------------------------------------------------------------------
 
 
-def job_create_for_memory(*, memory: Memory) -> EnrichmentJob:
+def job_create_for_memory(*, memory: Memory, created: bool = False) -> EnrichmentJob:
     """A pending job for the memory's current text, in the caller's transaction; dispatched on
-    commit. Jobs still waiting for older text are cancelled: only the newest text is enriched."""
+    commit. Jobs still waiting for older text are cancelled (a memory just `created` has none):
+    only the newest text is enriched."""
     now = timezone.now()
-    EnrichmentJob.objects.filter(memory=memory, status__in=WAITING_STATUSES).update(
-        status=JobStatus.CANCELLED, finished_at=now, last_error="superseded by newer text"
-    )
+    if not created:
+        EnrichmentJob.objects.filter(memory=memory, status__in=WAITING_STATUSES).update(
+            status=JobStatus.CANCELLED, finished_at=now, last_error="superseded by newer text"
+        )
     job = EnrichmentJob.objects.create(
         memory=memory, text_hash=text_hash(memory.text_content), dispatched_at=now
     )

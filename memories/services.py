@@ -12,13 +12,14 @@ from costs.services import usage_record_memory_created
 
 from .models import EnrichmentStatus, Memory
 
-# Sent inside the writing transaction with `memory` whenever a memory's text is new or
-# changed. Receivers write in the same transaction and defer side effects to on_commit.
+# Sent inside the writing transaction with `memory` (and `created`, True for a new memory)
+# whenever a memory's text is new or changed. Receivers write in the same transaction and
+# defer side effects to on_commit.
 memory_text_changed = Signal()
 
 
-def _announce(memory: Memory) -> None:
-    memory_text_changed.send(sender=Memory, memory=memory)
+def _announce(memory: Memory, *, created: bool = False) -> None:
+    memory_text_changed.send(sender=Memory, memory=memory, created=created)
 
 
 @transaction.atomic
@@ -26,7 +27,7 @@ def memory_create(*, user, text_content: str, type: str) -> Memory:  # noqa: A00
     # Counts today's memory or raises LimitExceededError (429); rolled back with a failed create.
     usage_record_memory_created(user=user)
     memory = Memory.objects.create(user=user, text_content=text_content, type=type)
-    _announce(memory)
+    _announce(memory, created=True)
     return memory
 
 
