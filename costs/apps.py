@@ -25,3 +25,20 @@ class CostsConfig(AppConfig):
 
     def ready(self) -> None:
         post_migrate.connect(_seed_empty_price_table, sender=self)
+        _connect_alerts()
+
+
+def _connect_alerts() -> None:
+    """Alerts for what the costs app announces: budget thresholds, users' limits, the provider
+    breaker (costs.alerts)."""
+    from . import alerts, signals
+
+    signals.budget_threshold_crossed.connect(
+        alerts.budget_threshold_alert, dispatch_uid="costs.alerts.budget_threshold"
+    )
+    signals.user_limit_reached.connect(
+        alerts.user_limit_alert, dispatch_uid="costs.alerts.user_limit_reached"
+    )
+    signals.provider_breaker_changed.connect(
+        alerts.provider_breaker_alert, dispatch_uid="costs.alerts.provider_breaker"
+    )
