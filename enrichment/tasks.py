@@ -3,7 +3,7 @@
 from celery import shared_task
 from django.conf import settings
 
-from . import services
+from . import monitoring, services
 
 
 @shared_task(
@@ -23,3 +23,9 @@ def process_job(self, job_id: int) -> str:
 def sweep() -> dict:
     result = services.jobs_sweep()
     return result.__dict__
+
+
+@shared_task(name="enrichment.health_check", ignore_result=True, time_limit=60, soft_time_limit=45)
+def health_check() -> dict:
+    # Beat, every minute (CELERY_BEAT_SCHEDULE): the health rules of enrichment.monitoring.
+    return monitoring.health_check()

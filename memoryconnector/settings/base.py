@@ -44,6 +44,7 @@ DEBUG = env_flag("DJANGO_DEBUG", False)
 SECRET_KEY = env.str("DJANGO_SECRET_KEY", default="")
 ALLOWED_HOSTS = env.list("DJANGO_ALLOWED_HOSTS", default=["127.0.0.1", "localhost"])
 CSRF_TRUSTED_ORIGINS = env.list("DJANGO_CSRF_TRUSTED_ORIGINS", default=[])
+CSRF_FAILURE_VIEW = "common.errors.csrf_failure"
 
 INSTALLED_APPS = [
     "django.contrib.admin",
@@ -138,6 +139,8 @@ USE_TZ = True
 
 STATIC_URL = "static/"
 STATIC_ROOT = BASE_DIR / "staticfiles"
+# The staff dashboard's script and styles (memoryconnector is not an installed app).
+STATICFILES_DIRS = [BASE_DIR / "memoryconnector" / "static"]
 STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
     "staticfiles": {"BACKEND": "whitenoise.storage.CompressedManifestStaticFilesStorage"},
@@ -275,6 +278,13 @@ ALERT_MAX_ATTEMPTS = env.int("ALERT_MAX_ATTEMPTS", default=8)
 ALERT_RETRY_BASE_SECONDS = env.int("ALERT_RETRY_BASE_SECONDS", default=60)
 ALERT_RETRY_MAX_SECONDS = env.int("ALERT_RETRY_MAX_SECONDS", default=3600)
 ALERT_SWEEP_BATCH_SIZE = env.int("ALERT_SWEEP_BATCH_SIZE", default=100)
+# Health rules checked by beat every minute (enrichment.health_check); 0 turns a rule off.
+ALERT_PENDING_THRESHOLD = env.int("ALERT_PENDING_THRESHOLD", default=100)
+ALERT_FAILED_TODAY_THRESHOLD = env.int("ALERT_FAILED_TODAY_THRESHOLD", default=10)
+ALERT_BUDGET_BREAKER_OPEN_MINUTES = env.int("ALERT_BUDGET_BREAKER_OPEN_MINUTES", default=60)
+_rules = (ALERT_PENDING_THRESHOLD, ALERT_FAILED_TODAY_THRESHOLD, ALERT_BUDGET_BREAKER_OPEN_MINUTES)
+if min(_rules) < 0:
+    raise environ.ImproperlyConfigured("ALERT_* thresholds must not be negative (0 = rule off)")
 
 # --- Costs and budget ---------------------------------------------------------------------------
 # Money is Decimal (cents, or USD for prices), parsed from text: never a float.
@@ -358,7 +368,15 @@ CELERY_BROKER_TRANSPORT_OPTIONS = (
         "store_processed": False,
     }
     if CELERY_BROKER_URL.startswith("filesystem")
-    else {"visibility_timeout": 3600}
+    else {
+        "visibility_timeout": 3600,
+        # Publishing while the broker is down fails in well under a second (the job waits for
+        # the sweep) instead of holding the API request for kombu's default 2 s retry.
+        "max_retries": 1,
+        "interval_start": 0,
+        "interval_step": 0.1,
+        "interval_max": 0.2,
+    }
 )
 CELERY_ACCEPT_CONTENT = ["json"]
 CELERY_TASK_SERIALIZER = "json"
@@ -380,7 +398,11 @@ CELERY_WORKER_SEND_TASK_EVENTS = False
 # Named queues (enrichment.services.Queue); a worker consumes all of them unless told -Q.
 CELERY_TASK_DEFAULT_QUEUE = "maintenance"
 CELERY_TASK_QUEUES = {"enrichment": {}, "maintenance": {}}
-CELERY_TASK_ROUTES = {"enrichment.process_job": {"queue": "enrichment"}}
+CELERY_TASK_ROUTES = {
+    "enrichment.process_job": {"queue": "enrichment"},
+    "enrichment.health_check": {"queue": "maintenance"},
+    "alerting.*": {"queue": "maintenance"},
+}
 # The one beat schedule. Every entry expires, so a stalled beat or worker never piles them up.
 CELERY_BEAT_SCHEDULE = {
     # Dispatch due and deferred jobs, re-queue expired leases, release stale reservations.
@@ -388,6 +410,20 @@ CELERY_BEAT_SCHEDULE = {
         "task": "enrichment.sweep",
         "schedule": ENRICHMENT_POLL_INTERVAL_MS / 1000,
         "options": {"expires": max(1.0, ENRICHMENT_POLL_INTERVAL_MS / 1000)},
+    },
+    # Health rules -> alerts: budget breaker open too long, provider breaker, queue thresholds,
+    # no worker heartbeat, recoveries (enrichment.monitoring).
+    "enrichment-health-check": {
+        "task": "enrichment.health_check",
+        "schedule": 60.0,
+        "options": {"expires": 60.0},
+    },
+    # Deliver alerts that are due again: failed channels after their backoff, enqueues lost to a
+    # broker outage, deliveries of a worker that died.
+    "alerts-retry-undelivered": {
+        "task": "alerting.alerts_retry_undelivered",
+        "schedule": 60.0,
+        "options": {"expires": 60.0},
     },
 }
 

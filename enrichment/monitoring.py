@@ -1,0 +1,177 @@
+"""The health rules that Celery beat checks every minute (task enrichment.health_check): the
+budget breaker open too long, the provider breaker, the queue, the workers' heartbeats. Each rule
+reads through selectors and raises its alert through alerting.alert_send with a dedup key that
+makes it fire once per day, per opening or per outage; a critical condition that clears sends a
+recovery notice (costs.alerts.incident_sync). Thresholds: the ALERT_* settings (0 = rule off)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+
+from django.conf import settings
+from django.utils import timezone
+
+from alerting.models import Severity
+from alerting.services import alert_send
+from common.clock import today
+from costs.alerts import Condition, incident_sync, provider_breaker_sync
+from costs.selectors import budget_snapshot
+
+from .models import WorkerHeartbeat
+from .selectors import queue_counts, workers_live
+
+logger = logging.getLogger(__name__)
+
+BUDGET_BREAKER_OPEN_LONG = "budget_breaker_open_long"
+QUEUE_PENDING_HIGH = "queue_pending_high"
+QUEUE_FAILED_HIGH = "queue_failed_high"
+WORKER_HEARTBEAT_MISSING = "worker_heartbeat_missing"
+
+
+def _sent(alert) -> str:
+    return "raised" if alert is not None else "holding"
+
+
+def budget_breaker_open_long_check(*, now: dt.datetime | None = None) -> str:
+    """Warning once per opening of today's budget breaker (its opened_at is in the key) when it
+    has been open for more than ALERT_BUDGET_BREAKER_OPEN_MINUTES."""
+    minutes = settings.ALERT_BUDGET_BREAKER_OPEN_MINUTES
+    if not minutes:
+        return "off"
+    now = now or timezone.now()
+    budget = budget_snapshot()
+    if budget.state != "open" or budget.opened_at is None:
+        return "ok"
+    open_for = now - budget.opened_at
+    if open_for <= dt.timedelta(minutes=minutes):
+        return "ok"
+    opened_at = budget.opened_at.astimezone(dt.UTC)
+    reason = "AI is paused by staff" if budget.paused else "the daily budget is spent"
+    return _sent(
+        alert_send(
+            kind=BUDGET_BREAKER_OPEN_LONG,
+            severity=Severity.WARNING,
+            dedup_key=f"budget-breaker-open:{budget.day.isoformat()}:{opened_at.isoformat()}",
+            title=f"AI budget breaker open for over {minutes} min",
+            message=(
+                f"The budget breaker has been open since {opened_at.isoformat()} "
+                f"({int(open_for.total_seconds() // 60)} min): {reason}. New enrichments wait "
+                "until the daily reset, until staff resume AI or raise today's limit."
+            ),
+            context={
+                "day": budget.day,
+                "openedAt": opened_at,
+                "minutesOpen": int(open_for.total_seconds() // 60),
+                "paused": budget.paused,
+                "spentCents": budget.spent_cents,
+                "limitCents": budget.limit_cents,
+                "percentUsed": budget.percent_used,
+            },
+        )
+    )
+
+
+def queue_pending_check(*, counts: dict[str, int]) -> str:
+    """Warning once per budget day when more than ALERT_PENDING_THRESHOLD jobs are pending."""
+    threshold = settings.ALERT_PENDING_THRESHOLD
+    if not threshold:
+        return "off"
+    if counts["pending"] <= threshold:
+        return "ok"
+    day = today()
+    return _sent(
+        alert_send(
+            kind=QUEUE_PENDING_HIGH,
+            severity=Severity.WARNING,
+            dedup_key=f"queue-pending-high:{day.isoformat()}",
+            title=f"{counts['pending']} enrichment jobs pending",
+            message=(
+                f"{counts['pending']} jobs are waiting (threshold {threshold}); "
+                f"{counts['processing']} are running. Workers may be too few or stuck."
+            ),
+            context={**counts, "threshold": threshold, "day": day},
+        )
+    )
+
+
+def queue_failed_check(*, counts: dict[str, int]) -> str:
+    """Warning once per budget day when more than ALERT_FAILED_TODAY_THRESHOLD jobs failed."""
+    threshold = settings.ALERT_FAILED_TODAY_THRESHOLD
+    if not threshold:
+        return "off"
+    if counts["failedToday"] <= threshold:
+        return "ok"
+    day = today()
+    return _sent(
+        alert_send(
+            kind=QUEUE_FAILED_HIGH,
+            severity=Severity.WARNING,
+            dedup_key=f"queue-failed-high:{day.isoformat()}",
+            title=f"{counts['failedToday']} enrichment jobs failed today",
+            message=(
+                f"{counts['failedToday']} jobs failed today (threshold {threshold}); their last "
+                "errors are on the jobs in the admin, and staff can retry them."
+            ),
+            context={**counts, "threshold": threshold, "day": day},
+        )
+    )
+
+
+def _heartbeat_condition() -> Condition | None:
+    pending = queue_counts()["pending"]
+    if not pending or workers_live():
+        return None
+    window = 3 * settings.ENRICHMENT_HEARTBEAT_SECONDS
+    last = WorkerHeartbeat.objects.order_by("-last_seen").values_list("last_seen", flat=True)
+    last_seen = last.first()
+    return Condition(
+        title="No enrichment worker is running",
+        message=(
+            f"{pending} jobs are pending and no worker has sent a heartbeat in the last "
+            f"{window} s (last seen: {last_seen.isoformat() if last_seen else 'never'}). "
+            "Nothing is enriched until a worker runs: celery -A memoryconnector worker."
+        ),
+        context={"pending": pending, "lastHeartbeat": last_seen, "windowSeconds": window},
+    )
+
+
+def worker_heartbeat_sync() -> str:
+    """Critical once per outage (jobs pending, no live worker), a recovery when it clears."""
+    return incident_sync(
+        kind=WORKER_HEARTBEAT_MISSING,
+        key_prefix="worker-heartbeat-missing",
+        check=_heartbeat_condition,
+        cleared="Workers are sending heartbeats again (or no job is pending).",
+    )
+
+
+def health_check(*, now: dt.datetime | None = None) -> dict[str, str]:
+    """Run every rule once; returns each rule's outcome ("ok", "off", "raised", "holding",
+    "recovered" or "error"). A rule that fails is logged and does not stop the others."""
+    counts: dict[str, int] | None = None
+
+    def queue() -> dict[str, int]:
+        nonlocal counts
+        if counts is None:
+            counts = queue_counts()
+        return counts
+
+    rules = {
+        BUDGET_BREAKER_OPEN_LONG: lambda: budget_breaker_open_long_check(now=now),
+        "provider_breaker_open": provider_breaker_sync,
+        QUEUE_PENDING_HIGH: lambda: queue_pending_check(counts=queue()),
+        QUEUE_FAILED_HIGH: lambda: queue_failed_check(counts=queue()),
+        WORKER_HEARTBEAT_MISSING: worker_heartbeat_sync,
+    }
+    results: dict[str, str] = {}
+    for name, rule in rules.items():
+        try:
+            results[name] = rule()
+        except Exception:  # noqa: BLE001 - one broken rule must not silence the others
+            logger.exception("health rule %s failed", name)
+            results[name] = "error"
+    changed = {k: v for k, v in results.items() if v in ("raised", "recovered", "error")}
+    if changed:
+        logger.info("health check: %s", changed, extra={"rules": results})
+    return results
