@@ -10,6 +10,8 @@ from django.http import JsonResponse
 from django.utils import timezone
 from django.views.decorators.http import require_GET
 
+from alerting.selectors import alerting_configured, channels_status
+
 logger = logging.getLogger(__name__)
 
 
@@ -38,6 +40,14 @@ def _check_redis() -> str | None:
     return None
 
 
+def _alerting_details() -> dict:
+    channels = [channel["name"] for channel in channels_status() if channel["configured"]]
+    return {
+        "alerts": "ok" if alerting_configured() else "no channel configured (log only)",
+        "alertChannels": channels,
+    }
+
+
 @require_GET
 def healthz(request):
     return JsonResponse({"status": "ok", "timestamp": timezone.now().isoformat()})
@@ -52,6 +62,8 @@ def readyz(request):
     body = {
         "status": "unavailable" if down else "ok",
         "checks": {name: problem or "ok" for name, problem in checks.items()},
+        # Information, never a reason to be unready: with no channel alerts still reach the log.
+        "details": _alerting_details(),
         "timestamp": timezone.now().isoformat(),
     }
     if down:
