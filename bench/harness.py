@@ -59,6 +59,8 @@ def django_setup(env: dict[str, str]) -> None:
     from django.core.management import call_command
 
     call_command("migrate", verbosity=0)
+    # DEBUG is off, so admin pages need the hashed static files (staticfiles/ is git-ignored).
+    call_command("collectstatic", interactive=False, verbosity=0)
 
 
 def percentile(values: list[float], q: float) -> float:
