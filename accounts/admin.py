@@ -2,6 +2,8 @@ from django.contrib import admin
 from django.contrib.auth.admin import UserAdmin as DjangoUserAdmin
 from django.contrib.auth.forms import UserChangeForm, UserCreationForm
 
+from common.admin import BigTableAdminMixin
+
 from .models import User
 
 
@@ -18,14 +20,13 @@ class EmailUserChangeForm(UserChangeForm):
 
 
 @admin.register(User)
-class UserAdmin(DjangoUserAdmin):
+class UserAdmin(BigTableAdminMixin, DjangoUserAdmin):
     form = EmailUserChangeForm
     add_form = EmailUserCreationForm
     ordering = ["email"]
     list_display = ["email", "is_staff", "is_active", "date_joined", "last_login"]
     list_filter = ["is_staff", "is_active"]
     search_fields = ["email"]
-    show_full_result_count = False
     fieldsets = [
         (None, {"fields": ["email", "password"]}),
         ("Role", {"fields": ["is_active", "is_staff", "is_superuser"]}),

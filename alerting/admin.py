@@ -6,6 +6,8 @@ from django.contrib import admin, messages
 from django.db.models import QuerySet
 from django.http import HttpRequest
 
+from common.admin import BigTableAdminMixin
+
 from .models import Alert, AlertDelivery
 from .services import alert_resend
 
@@ -25,7 +27,7 @@ class AlertDeliveryInline(admin.TabularInline):
 
 
 @admin.register(Alert)
-class AlertAdmin(admin.ModelAdmin):
+class AlertAdmin(BigTableAdminMixin, admin.ModelAdmin):
     list_display = (
         "created_at",
         "severity",
@@ -39,8 +41,8 @@ class AlertAdmin(admin.ModelAdmin):
     list_filter = ("status", "severity", "kind")
     search_fields = ("dedup_key", "title")
     ordering = ("-created_at", "-id")
-    # The history only grows: never count the whole table for the changelist.
-    show_full_result_count = False
+    # The history only grows: never count the whole table for the changelist (the mixin caps
+    # the count and turns off the full count and facets).
     list_per_page = 50
     inlines = (AlertDeliveryInline,)
     actions = ("resend",)

@@ -1,12 +1,18 @@
 """Admin for costs: the editable price table, the read-only ledger, the daily budgets (pause,
 resume and today's limit go through the services), reservations, the provider breaker and
-per-user usage. Big tables never count every row (show_full_result_count = False)."""
+per-user usage. Big tables never count every row (common.admin.BigTableAdminMixin: a capped
+count, no full count, no facets) and never run a query per row."""
 
 from __future__ import annotations
 
+import datetime as dt
+
 from django.contrib import admin, messages
+from django.contrib.admin.templatetags.admin_list import date_hierarchy
+from django.db.models import Count, Sum
 from django.http import HttpRequest
 
+from common.admin import BigTableAdminMixin, cents_exact, usd
 from common.clock import today
 
 from . import services
@@ -18,13 +24,12 @@ from .models import (
     ProviderBreaker,
     UserUsage,
 )
+from .money import ZERO
 from .selectors import budget_limit_of, percent_of
 
 
-class ReadOnlyAdmin(admin.ModelAdmin):
+class ReadOnlyAdmin(BigTableAdminMixin, admin.ModelAdmin):
     """Rows written only by the services: visible, never edited by hand."""
-
-    show_full_result_count = False
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False
@@ -68,6 +73,61 @@ class ModelPriceAdmin(admin.ModelAdmin):
     ]
 
 
+RECENT_LEDGER_DAYS = 7
+
+
+class LedgerValueFilter(admin.SimpleListFilter):
+    """Choices from the price table plus what the ledger used in the last few days: both small
+    reads, where Django's default filter would run SELECT DISTINCT over the whole ledger."""
+
+    field = ""
+
+    def lookups(self, request, model_admin):
+        priced = ModelPrice.objects.exclude(model="*").values_list(self.field, flat=True)
+        recent = (
+            AICostRecord.objects.filter(day__gte=today() - dt.timedelta(days=RECENT_LEDGER_DAYS))
+            .order_by()
+            .values_list(self.field, flat=True)
+            .distinct()
+        )
+        values = set(priced) | set(recent)
+        if self.value():
+            values.add(self.value())
+        return [(value, value) for value in sorted(values)]
+
+    def queryset(self, request, queryset):
+        if self.value():
+            return queryset.filter(**{self.field: self.value()})
+        return queryset
+
+
+class ProviderFilter(LedgerValueFilter):
+    title = parameter_name = field = "provider"
+
+
+class ModelFilter(LedgerValueFilter):
+    title = parameter_name = field = "model"
+
+
+class _BudgetDaysChangeList:
+    """The changelist as Django's date_hierarchy tag sees it, but with the budget days (one
+    DailyBudget row per day with AI activity, a few hundred rows) in place of the ledger, so
+    drilling down by date never runs SELECT DISTINCT over a million ledger rows."""
+
+    def __init__(self, changelist):
+        self._changelist = changelist
+        self.model = DailyBudget
+        days = DailyBudget.objects.all()
+        for part in ("year", "month", "day"):
+            value = changelist.params.get(f"day__{part}")
+            if value and str(value).isdigit():
+                days = days.filter(**{f"day__{part}": int(value)})
+        self.queryset = days
+
+    def __getattr__(self, name):
+        return getattr(self._changelist, name)
+
+
 @admin.register(AICostRecord)
 class AICostRecordAdmin(ReadOnlyAdmin):
     list_display = [
@@ -84,15 +144,42 @@ class AICostRecordAdmin(ReadOnlyAdmin):
         "user",
         "memory_id",
     ]
-    list_filter = ["operation", "provider", "model", "price_fallback"]
+    list_filter = ["operation", ProviderFilter, ModelFilter, "price_fallback"]
     list_select_related = ["user"]
+    # The drill-down is rendered from the budget days (see changelist_view); date_hierarchy
+    # stays set so the changelist applies the chosen year, month and day.
     date_hierarchy = "day"
-    search_fields = ["user__email", "model"]
+    # Exact, so that it finds the user by the email first instead of scanning the ledger.
+    search_fields = ["=user__email"]
+    search_help_text = "A user's email address (exact)."
     ordering = ["-created_at", "-id"]
+
+    def changelist_view(self, request, extra_context=None):
+        response = super().changelist_view(request, extra_context)
+        changelist = getattr(response, "context_data", {}).get("cl")
+        if changelist is not None:
+            # templates/admin/costs/aicostrecord/change_list.html shows both.
+            response.context_data["budget_days"] = date_hierarchy(_BudgetDaysChangeList(changelist))
+            # The total of every row the filters, search and date select (not only this page):
+            # one aggregate query.
+            totals = changelist.queryset.order_by().aggregate(
+                count=Count("id"),
+                cents=Sum("cost_cents"),
+                input_tokens=Sum("input_tokens"),
+                output_tokens=Sum("output_tokens"),
+            )
+            total_cents = totals["cents"] or ZERO
+            response.context_data["filtered_total"] = {
+                "count": totals["count"],
+                "cents_exact": cents_exact(total_cents),
+                "usd": usd(total_cents),
+                "tokens": (totals["input_tokens"] or 0) + (totals["output_tokens"] or 0),
+            }
+        return response
 
 
 @admin.register(DailyBudget)
-class DailyBudgetAdmin(admin.ModelAdmin):
+class DailyBudgetAdmin(BigTableAdminMixin, admin.ModelAdmin):
     list_display = [
         "day",
         "state",
@@ -119,7 +206,6 @@ class DailyBudgetAdmin(admin.ModelAdmin):
     ]
     readonly_fields = [f for f in fields if f != "limit_cents"]
     date_hierarchy = "day"
-    show_full_result_count = False
     actions = ["pause_today", "resume_today"]
 
     @admin.display(description="limit")
