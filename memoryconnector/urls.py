@@ -1,4 +1,5 @@
-"""URL map: the JSON API under /api/v1/, its docs, health probes and the admin site."""
+"""URL map: the JSON API under /api/v1/, its docs, health probes, the staff dashboard and the
+admin site."""
 
 from django.contrib import admin
 from django.urls import include, path, re_path
@@ -23,6 +24,8 @@ urlpatterns = [
     re_path(r"^api/", api_not_found),
     path("healthz", health.healthz, name="healthz"),
     path("readyz", health.readyz, name="readyz"),
+    # Before admin.site.urls, whose catch-all would otherwise answer /admin/dashboard/.
+    path("admin/dashboard/", include("memoryconnector.dashboard")),
     path("admin/", admin.site.urls),
 ]
 
