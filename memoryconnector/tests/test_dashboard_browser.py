@@ -1,0 +1,200 @@
+"""The dashboard in a real browser: headless Chromium from Debian (`apt-get install chromium`)
+driven by Playwright against Django's live server. Log in through the admin's login form, read
+the numbers, press the buttons, watch the page refresh itself, and keep a screenshot in
+test-results/dashboard.png. Skipped, with the reason, where /usr/bin/chromium is missing."""
+
+from __future__ import annotations
+
+import os
+import re
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+from django.conf import settings as django_settings
+from django.test import Client
+
+from conftest import PASSWORD, client_for
+from costs import services as costs_services
+
+from .staff_ui import jobs, spend, worker_alive
+
+CHROMIUM = Path(os.environ.get("CHROMIUM_PATH", "/usr/bin/chromium"))
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-dev-shm-usage",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--no-first-run",
+    "--disable-sync",
+]
+RESULTS = Path(django_settings.BASE_DIR) / "test-results"
+TIMEOUT_MS = 15_000
+
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.skipif(
+        not CHROMIUM.exists(),
+        reason=f"{CHROMIUM} is missing: install Debian's chromium (apt-get install -y chromium)",
+    ),
+]
+
+
+@pytest.fixture(scope="module")
+def browser():
+    from playwright.sync_api import sync_playwright
+
+    # Playwright's sync API keeps an event loop running in this thread while the browser is
+    # open; the ORM calls of the tests and fixtures (seeding, the database flush) are plain
+    # synchronous code all the same, which Django would otherwise refuse.
+    previous = os.environ.get("DJANGO_ALLOW_ASYNC_UNSAFE")
+    os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"
+    try:
+        with sync_playwright() as playwright:
+            browser = playwright.chromium.launch(
+                executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS
+            )
+            yield browser
+            browser.close()
+    finally:
+        if previous is None:
+            os.environ.pop("DJANGO_ALLOW_ASYNC_UNSAFE", None)
+        else:
+            os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = previous
+
+
+@pytest.fixture
+def page(browser, transactional_db):
+    context = browser.new_context(viewport={"width": 1366, "height": 900}, locale="en-US")
+    context.set_default_timeout(TIMEOUT_MS)
+    page = context.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    # Every script error and every failed load, except the browser's own favicon request.
+    page.on(
+        "response",
+        lambda r: (
+            errors.append(f"{r.status} {r.url}")
+            if r.status >= 400 and not r.url.endswith("/favicon.ico")
+            else None
+        ),
+    )
+    page.js_errors = errors
+    yield page
+    context.close()
+
+
+def log_in(page, live_server, email: str, next_url: str = "/admin/dashboard/") -> None:
+    page.goto(f"{live_server.url}/admin/login/?next={next_url}")
+    page.fill("#id_username", email)
+    page.fill("#id_password", PASSWORD)
+    page.click("input[type=submit]")
+    page.wait_for_load_state("domcontentloaded")
+
+
+def metric(page, name: str) -> str:
+    return page.locator(f'[data-metric="{name}"]').first.text_content().strip()
+
+
+def test_staff_log_in_and_see_the_numbers_of_the_staff_api(page, live_server, make_user, settings):
+    settings.AI_DAILY_BUDGET_CENTS = Decimal("0.4")  # the seeded calls spend about 54 %
+    staff = make_user("staff@example.com", staff=True)
+    user = make_user("alice@example.com")
+    spend(user, 6)
+    jobs(user, pending=4, processing=1, deferred=2, completed=7, failed=2)
+    worker_alive()
+    api = client_for(staff)
+    costs = api.get("/api/v1/admin/ai-cost-tracking").json()
+    pipeline = api.get("/api/v1/admin/enrichment-worker").json()
+
+    log_in(page, live_server, staff.email)
+
+    assert page.url == f"{live_server.url}/admin/dashboard/"
+    assert page.title() == "Dashboard | Memory Connector"
+    spent = costs["dailySpend"]
+    assert Decimal(metric(page, "dailySpend.totalCents")) == Decimal(str(spent["totalCents"]))
+    assert Decimal(metric(page, "dailySpend.budgetCents")) == Decimal(str(spent["budgetCents"]))
+    assert Decimal(metric(page, "dailySpend.percentUsed")) == Decimal(str(spent["percentUsed"]))
+    assert int(metric(page, "dailySpend.operationCount")) == spent["operationCount"] == 6
+    for key, value in pipeline["queue"].items():
+        assert int(metric(page, f"queue.{key}")) == value, key
+    assert pipeline["queue"]["pending"] == 4 and pipeline["queue"]["failedToday"] == 2
+    assert "level-50" in page.locator(".mc-bar").get_attribute("class")
+    assert page.locator(".mc-chart .mc-chart-bar").count() == 30
+    assert page.locator('[data-warning="local_provider"]').is_visible()
+
+    RESULTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(RESULTS / "dashboard.png"), full_page=True)
+    assert page.js_errors == []
+
+
+def test_pause_ai_changes_the_breaker_on_the_page(page, live_server, make_user):
+    staff = make_user("staff@example.com", staff=True)
+    log_in(page, live_server, staff.email)
+    state = page.locator("#budget-breaker-state")
+    assert state.text_content().strip() == "closed"
+
+    page.click("#btn-pause")
+    page.wait_for_load_state("domcontentloaded")
+
+    assert state.text_content().strip() == "open"
+    assert page.locator("#ai-state").text_content().strip() == "AI is paused"
+    assert (
+        "AI paused until resumed or the daily reset." in page.locator(".messagelist").inner_text()
+    )
+    assert costs_services.budget_breaker_state() == "open"
+
+    page.click("#btn-resume")
+    page.wait_for_load_state("domcontentloaded")
+    assert state.text_content().strip() == "closed"
+    assert page.js_errors == []
+
+
+def test_the_page_refreshes_itself_without_a_reload(page, live_server, make_user, settings):
+    settings.ENRICHMENT_POLL_INTERVAL_MS = 500
+    staff = make_user("staff@example.com", staff=True)
+    user = make_user("alice@example.com")
+    log_in(page, live_server, staff.email)
+    page.evaluate("window.__sameDocument = true")
+    assert metric(page, "queue.pending") == "0"
+
+    jobs(user, pending=3)
+    costs_services.budget_pause()  # as if another staff member, or the API, paused AI
+
+    page.wait_for_function(
+        "document.querySelector('[data-metric=\"queue.pending\"]').textContent.trim() === '3'"
+    )
+    page.wait_for_function(
+        "document.getElementById('budget-breaker-state').textContent.trim() === 'open'"
+    )
+    assert page.evaluate("window.__sameDocument") is True  # no full reload happened
+    assert page.locator("#btn-resume").is_visible()
+    assert re.match(r"Updated \d\d:\d\d:\d\d UTC", page.locator("#mc-refresh-text").inner_text())
+    assert page.js_errors == []
+
+
+def test_a_non_staff_user_is_sent_to_the_login_page(page, live_server, make_user):
+    user = make_user("alice@example.com")
+
+    # The admin login form refuses a non-staff account.
+    log_in(page, live_server, user.email)
+    assert "/admin/login/" in page.url
+    assert "staff account" in page.locator(".errornote").inner_text()
+
+    # A session of a non-staff user (logged in elsewhere) is sent to the login page too.
+    client = Client()
+    client.force_login(user)
+    page.context.add_cookies(
+        [
+            {
+                "name": django_settings.SESSION_COOKIE_NAME,
+                "value": client.cookies[django_settings.SESSION_COOKIE_NAME].value,
+                "url": live_server.url,
+            }
+        ]
+    )
+    page.goto(f"{live_server.url}/admin/dashboard/")
+    assert page.url == f"{live_server.url}/admin/login/?next=/admin/dashboard/"
+    assert page.locator("#id_username").is_visible()
+    assert page.locator("#mc-dashboard").count() == 0
