@@ -104,6 +104,33 @@ class AICostRecord(models.Model):
         return self.input_tokens + self.output_tokens
 
 
+class DailyCostTotal(models.Model):
+    """The ledger rolled up per budget day, operation and model, written in the same
+    transaction as each ledger row, so it always equals the ledger's sums to the micro-cent.
+    Staff pages read these (a few rows per day) instead of scanning millions of calls."""
+
+    day = models.DateField()
+    operation = models.CharField(max_length=32, choices=Operation.choices)
+    provider = models.CharField(max_length=32)
+    model = models.CharField(max_length=100)
+    count = models.PositiveIntegerField(default=0)
+    input_tokens = models.BigIntegerField(default=0)
+    cached_tokens = models.BigIntegerField(default=0)
+    output_tokens = models.BigIntegerField(default=0)
+    cost_cents = CentsField(db_column="cost_microcents", default=ZERO)
+
+    class Meta:
+        db_table = "ai_cost_daily"
+        constraints = [
+            models.UniqueConstraint(
+                fields=["day", "operation", "provider", "model"], name="ai_cost_daily_unique"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.day} {self.operation} {self.model}: {self.count} calls, {self.cost_cents}¢"
+
+
 class DailyBudget(models.Model):
     """One row per budget day: the shared state every web and worker process reads and changes
     with conditional UPDATEs. Breaker: open when paused or spent >= limit."""

@@ -15,7 +15,7 @@ from django.utils import timezone
 
 from common.clock import next_reset, today
 
-from .models import AICostRecord, DailyBudget, ProviderBreaker
+from .models import AICostRecord, DailyBudget, DailyCostTotal, ProviderBreaker
 from .money import ZERO, cents
 
 RECENT_OPERATIONS = 50
@@ -100,7 +100,18 @@ def provider_breaker_snapshot() -> dict:
 
 
 def _totals() -> dict:
-    """Aggregates per group (a group always has rows, so no sum is NULL)."""
+    """Aggregates of the daily roll-ups per group (a group always has rows, so no NULL)."""
+    return {
+        "count": Sum("count"),
+        "inputTokens": Sum("input_tokens"),
+        "cachedTokens": Sum("cached_tokens"),
+        "outputTokens": Sum("output_tokens"),
+        "totalCents": Sum("cost_cents"),
+    }
+
+
+def _ledger_totals() -> dict:
+    """The same aggregates over ledger rows (for groupings the roll-ups don't keep)."""
     return {
         "count": Count("id"),
         "inputTokens": Sum("input_tokens"),
@@ -116,9 +127,10 @@ def _with_total_tokens(row: dict) -> dict:
 
 
 def cost_totals_by_operation(*, day: dt.date) -> list[dict]:
-    """The day's ledger per operation: `[{operation, count, totalTokens, totalCents, ...}]`."""
+    """The day's ledger per operation: `[{operation, count, totalTokens, totalCents, ...}]`,
+    from the daily roll-ups (equal to the ledger's sums)."""
     rows = (
-        AICostRecord.objects.filter(day=day)
+        DailyCostTotal.objects.filter(day=day)
         .values("operation")
         .annotate(**_totals())
         .order_by("operation")
@@ -205,9 +217,9 @@ def circuit_breaker_status() -> dict:
 
 def cost_rows(*, start: dt.date, end: dt.date) -> list[dict]:
     """Ledger totals per (day, operation, provider, model) from `start` to `end` inclusive,
-    oldest day first. One query."""
+    oldest day first, from the daily roll-ups. One query."""
     rows = (
-        AICostRecord.objects.filter(day__gte=start, day__lte=end)
+        DailyCostTotal.objects.filter(day__gte=start, day__lte=end)
         .values("day", "operation", "provider", "model")
         .annotate(**_totals())
         .order_by("day", "operation", "provider", "model")
@@ -290,10 +302,14 @@ def cost_totals(*, start: dt.date, end: dt.date, by: str) -> list[dict]:
     """Ledger totals from `start` to `end` inclusive grouped `by` operation, model, user or day,
     most expensive first. One query."""
     keys = REPORT_GROUPS[by]
+    # Per-user totals come from the ledger; the roll-ups keep day, operation and model.
+    source, totals = (
+        (AICostRecord, _ledger_totals()) if by == "user" else (DailyCostTotal, _totals())
+    )
     rows = (
-        AICostRecord.objects.filter(day__gte=start, day__lte=end)
+        source.objects.filter(day__gte=start, day__lte=end)
         .values(*keys)
-        .annotate(**_totals())
+        .annotate(**totals)
         .order_by(F("totalCents").desc(), *keys)
     )
     return [_with_total_tokens(dict(row)) for row in rows]

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 
 from django.conf import settings
-from django.db import transaction
+from django.db import connection, transaction
 from django.db.models import Case, F, Q, When
 from django.db.models.lookups import LessThan, LessThanOrEqual
 from django.utils import timezone
@@ -370,6 +370,23 @@ def budget_settle(
             _usage_add(user_id, day, cost_cents=F("cost_cents") + cents_value(cost))
             _user_cost_limit_check(user if user is not None else user_id, user_id, day)
     return record
+
+
+def cost_totals_rebuild() -> int:
+    """Rebuild the daily roll-ups from the ledger (after a bulk import); returns the rows."""
+    from .models import DailyCostTotal
+
+    with transaction.atomic():
+        DailyCostTotal.objects.all().delete()
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "INSERT INTO ai_cost_daily (day, operation, provider, model, count, "
+                "input_tokens, cached_tokens, output_tokens, cost_microcents) "
+                "SELECT day, operation, provider, model, COUNT(*), SUM(input_tokens), "
+                "SUM(cached_tokens), SUM(output_tokens), SUM(cost_microcents) "
+                "FROM ai_cost_tracking GROUP BY day, operation, provider, model"
+            )
+        return DailyCostTotal.objects.count()
 
 
 def budget_release(*, reservation: Reservation) -> None:
