@@ -2,18 +2,24 @@
 budget breaker open too long, the provider breaker, the queue, the workers' heartbeats. Each rule
 reads through selectors and raises its alert through alerting.alert_send with a dedup key that
 makes it fire once per day, per opening or per outage; a critical condition that clears sends a
-recovery notice (costs.alerts.incident_sync). Thresholds: the ALERT_* settings (0 = rule off)."""
+recovery notice (costs.alerts.incident_sync). Thresholds: the ALERT_* settings (0 = rule off).
+
+The rules run on a worker (the beat task) and, when no worker is alive to run them or to deliver
+alerts, in the beat process itself (health_check_without_workers)."""
 
 from __future__ import annotations
 
 import datetime as dt
 import logging
+import threading
 
 from django.conf import settings
+from django.db import connection
 from django.utils import timezone
 
 from alerting.models import Severity
-from alerting.services import alert_send
+from alerting.selectors import alerts_due_ids
+from alerting.services import alert_deliver, alert_send
 from common.clock import today
 from costs.alerts import Condition, incident_sync, provider_breaker_sync
 from costs.selectors import budget_snapshot
@@ -22,6 +28,9 @@ from .models import WorkerHeartbeat
 from .selectors import queue_counts, workers_live
 
 logger = logging.getLogger(__name__)
+
+# How often beat runs the health check (CELERY_BEAT_SCHEDULE) and its own watchdog.
+HEALTH_CHECK_SECONDS = 60.0
 
 BUDGET_BREAKER_OPEN_LONG = "budget_breaker_open_long"
 QUEUE_PENDING_HIGH = "queue_pending_high"
@@ -128,8 +137,9 @@ def _heartbeat_condition() -> Condition | None:
     return Condition(
         title="No enrichment worker is running",
         message=(
-            f"{pending} jobs are pending and no worker has sent a heartbeat in the last "
-            f"{window} s (last seen: {last_seen.isoformat() if last_seen else 'never'}). "
+            f"{pending} {'job is' if pending == 1 else 'jobs are'} pending and no worker has "
+            f"sent a heartbeat in the last {window} s "
+            f"(last seen: {last_seen.isoformat() if last_seen else 'never'}). "
             "Nothing is enriched until a worker runs: celery -A memoryconnector worker."
         ),
         context={"pending": pending, "lastHeartbeat": last_seen, "windowSeconds": window},
@@ -175,3 +185,32 @@ def health_check(*, now: dt.datetime | None = None) -> dict[str, str]:
     if changed:
         logger.info("health check: %s", changed, extra={"rules": results})
     return results
+
+
+# --- beat's watchdog: when no worker is alive --------------------------------------------------
+
+
+def health_check_without_workers() -> dict[str, str] | None:
+    """The beat process's own check, every minute. With a live worker it does nothing: workers
+    run the health_check task and deliver alerts. With none, nobody would: the task and every
+    delivery wait in the broker, so "no worker" could never reach anyone. Then beat runs the
+    rules itself and delivers the due alerts in-process (each delivery is claimed by
+    compare-and-set, so a worker that comes back never sends one again)."""
+    if workers_live():
+        return None
+    results = health_check()
+    for alert_id in alerts_due_ids(limit=settings.ALERT_SWEEP_BATCH_SIZE):
+        alert_deliver(alert_id=alert_id)
+    return results
+
+
+def watchdog_loop(stop: threading.Event, *, interval: float = HEALTH_CHECK_SECONDS) -> None:
+    """Run health_check_without_workers every `interval` seconds until `stop` is set (a daemon
+    thread of the beat process, started on beat_init by enrichment.tasks)."""
+    while not stop.wait(interval):
+        try:
+            health_check_without_workers()
+        except Exception:  # noqa: BLE001 - the watchdog must outlive a database hiccup
+            logger.exception("beat watchdog: health check failed")
+        finally:
+            connection.close()

@@ -1,6 +1,9 @@
 """Celery tasks: thin wrappers that take ids and call services."""
 
+import threading
+
 from celery import shared_task
+from celery.signals import beat_init
 from django.conf import settings
 
 from . import monitoring, services
@@ -29,3 +32,16 @@ def sweep() -> dict:
 def health_check() -> dict:
     # Beat, every minute (CELERY_BEAT_SCHEDULE): the health rules of enrichment.monitoring.
     return monitoring.health_check()
+
+
+@beat_init.connect(dispatch_uid="enrichment.beat_watchdog")
+def _start_beat_watchdog(sender=None, **kwargs) -> threading.Thread:
+    # In the beat process only: the health check for when no worker is alive to run it.
+    watchdog = threading.Thread(
+        target=monitoring.watchdog_loop,
+        args=(threading.Event(),),
+        name="beat-watchdog",
+        daemon=True,
+    )
+    watchdog.start()
+    return watchdog

@@ -303,6 +303,62 @@ def test_beat_runs_the_checks_and_the_alert_retries_every_minute_on_maintenance(
         assert celery_app.amqp.router.route({}, task)["queue"].name == "maintenance"
 
 
+# --- beat's watchdog, for when no worker is alive -----------------------------------------------
+
+
+def test_with_no_worker_alive_beat_raises_and_emails_the_outage_itself(clock, user, smtp):
+    """No Celery here: with every worker gone, a queued delivery would wait for ever."""
+    add_jobs(user, 3)
+    results = monitoring.health_check_without_workers()
+    assert results["worker_heartbeat_missing"] == "raised"
+    assert [m["Subject"] for _, _, m in smtp.messages] == [
+        "[Memory Connector] CRITICAL: No enrichment worker is running"
+    ]
+    alert = Alert.objects.get(kind="worker_heartbeat_missing")
+    assert alert.status == AlertStatus.DELIVERED
+    clock.shift(60)
+    assert monitoring.health_check_without_workers()["worker_heartbeat_missing"] == "holding"
+    assert len(smtp.messages) == 1
+
+
+def test_with_a_worker_alive_beat_leaves_the_checks_to_it(clock, user, smtp):
+    add_jobs(user, 3)
+    worker_alive()
+    assert monitoring.health_check_without_workers() is None
+    assert Alert.objects.count() == 0 and smtp.messages == []
+
+
+def test_the_watchdog_loop_survives_a_failing_check(monkeypatch, caplog):
+    calls = []
+
+    def check():
+        calls.append(1)
+        if len(calls) == 1:
+            raise RuntimeError("database hiccup")
+        if len(calls) == 3:
+            stop.set()
+
+    monkeypatch.setattr(monitoring, "health_check_without_workers", check)
+    stop = threading.Event()
+    thread = threading.Thread(target=monitoring.watchdog_loop, args=(stop,), kwargs={"interval": 0})
+    thread.start()
+    thread.join(timeout=10)
+    assert not thread.is_alive()
+    assert len(calls) == 3
+    assert "beat watchdog: health check failed" in caplog.text
+
+
+def test_beat_starts_its_watchdog_when_it_starts(monkeypatch):
+    from celery.signals import beat_init
+
+    started = threading.Event()
+    monkeypatch.setattr(monitoring, "watchdog_loop", lambda stop, **kwargs: started.set())
+    responses = beat_init.send(sender=None)
+    threads = [thread for _, thread in responses if isinstance(thread, threading.Thread)]
+    assert len(threads) == 1 and threads[0].daemon and threads[0].name == "beat-watchdog"
+    assert started.wait(5)
+
+
 # --- many checkers at once (PostgreSQL) ---------------------------------------------------------
 
 
