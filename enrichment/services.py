@@ -23,6 +23,7 @@ from django.utils import timezone
 from common.clock import next_reset
 from costs import services as costs
 from memories.models import EnrichmentStatus, Memory
+from memories.services import embedding_save
 
 from .models import ACTIVE_STATUSES, EnrichmentJob, JobQueue, JobStatus, WorkerHeartbeat
 from .providers import Provider, ProviderError, get_provider
@@ -369,8 +370,6 @@ def job_process(*, job_id: int, worker: str = "", provider: Provider | None = No
 
 
 def _complete(job: EnrichmentJob, memory: Memory, classification: dict, embedding) -> str:
-    from memories.models import Embedding
-
     with transaction.atomic():
         locked = Memory.objects.select_for_update().filter(pk=memory.pk).first()
         if locked is None or locked.deleted_at is not None:
@@ -390,13 +389,11 @@ def _complete(job: EnrichmentJob, memory: Memory, classification: dict, embeddin
             enriched_at=now,
             updated_at=now,
         )
-        Embedding.objects.update_or_create(
+        embedding_save(
             memory_id=memory.pk,
-            defaults={
-                "model": embedding.model,
-                "dimensions": embedding.dimensions,
-                "vector": embedding.vector,
-            },
+            model=embedding.model,
+            dimensions=embedding.dimensions,
+            vector=embedding.vector,
         )
         costs.usage_record_enrichment(user=memory.user)
     return "completed"

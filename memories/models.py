@@ -103,3 +103,29 @@ class IdempotencyKey(models.Model):
 
     def __str__(self) -> str:
         return f"{self.user_id}:{self.key}"
+
+
+class MemoryTally(models.Model):
+    """Running counts per budget day (and shard, so concurrent writers rarely share a row),
+    written in the same transaction as the change they count: the staff stats sum a few rows
+    instead of counting millions. `manage.py memory_tally_rebuild` recomputes them."""
+
+    SHARDS = 16
+
+    day = models.DateField()
+    shard = models.PositiveSmallIntegerField()
+    created = models.BigIntegerField(default=0)
+    deleted = models.BigIntegerField(default=0)
+    # Of `created`, how many were tombstoned on the same day (memoriesToday counts live ones).
+    deleted_same_day = models.BigIntegerField(default=0)
+    embeddings_added = models.BigIntegerField(default=0)
+    embeddings_removed = models.BigIntegerField(default=0)
+
+    class Meta:
+        db_table = "memory_tally"
+        constraints = [
+            models.UniqueConstraint(fields=["day", "shard"], name="memory_tally_day_shard")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.day}/{self.shard}"

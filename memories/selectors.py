@@ -7,9 +7,8 @@ import datetime as dt
 from django.db.models import QuerySet
 from django.http import Http404
 
-from common.clock import day_start, today
-
-from .models import Embedding, Memory
+from .models import Memory
+from .tally import tally_counts
 
 
 def memory_list(
@@ -41,8 +40,5 @@ def memory_get(*, user, memory_id) -> Memory:
 
 
 def memory_counts() -> dict[str, int]:
-    return {
-        "memories": Memory.objects.alive().count(),
-        "memoriesToday": Memory.objects.alive().filter(created_at__gte=day_start(today())).count(),
-        "embeddings": Embedding.objects.filter(memory__deleted_at__isnull=True).count(),
-    }
+    """{memories, memoriesToday, embeddings}: live ones, from the running tally."""
+    return tally_counts()

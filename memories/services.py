@@ -8,9 +8,11 @@ from django.db import transaction
 from django.dispatch import Signal
 from django.utils import timezone
 
+from common.clock import day_start, today
 from costs.services import usage_record_memory_created
 
-from .models import EnrichmentStatus, Memory
+from .models import Embedding, EnrichmentStatus, Memory
+from .tally import tally_add
 
 # Sent inside the writing transaction with `memory` (and `created`, True for a new memory)
 # whenever a memory's text is new or changed. Receivers write in the same transaction and
@@ -27,6 +29,7 @@ def memory_create(*, user, text_content: str, type: str) -> Memory:  # noqa: A00
     # Counts today's memory or raises LimitExceededError (429); rolled back with a failed create.
     usage_record_memory_created(user=user)
     memory = Memory.objects.create(user=user, text_content=text_content, type=type)
+    tally_add(user_id=user.pk, created=1)
     _announce(memory, created=True)
     return memory
 
@@ -50,8 +53,28 @@ def memory_update(*, memory: Memory, text_content: str | None = None, type: str 
     return memory
 
 
+@transaction.atomic
 def memory_delete(*, memory: Memory) -> None:
     """Tombstone the memory: hidden from the API at once, its row kept."""
-    Memory.objects.filter(pk=memory.pk, deleted_at__isnull=True).update(
-        deleted_at=timezone.now(), updated_at=timezone.now()
+    now = timezone.now()
+    if Memory.objects.filter(pk=memory.pk, deleted_at__isnull=True).update(
+        deleted_at=now, updated_at=now
+    ):
+        tally_add(
+            user_id=memory.user_id,
+            deleted=1,
+            deleted_same_day=int(memory.created_at >= day_start(today())),
+            embeddings_removed=int(Embedding.objects.filter(memory_id=memory.pk).exists()),
+        )
+
+
+def embedding_save(*, memory_id, model: str, dimensions: int, vector: list[float]) -> None:
+    """Store (or replace) a memory's embedding; call inside the transaction that writes the
+    memory's enrichment."""
+    _, created = Embedding.objects.update_or_create(
+        memory_id=memory_id,
+        defaults={"model": model, "dimensions": dimensions, "vector": vector},
     )
+    if created:
+        user_id = Memory.objects.filter(pk=memory_id).values_list("user_id", flat=True).get()
+        tally_add(user_id=user_id, embeddings_added=1)

@@ -7,7 +7,8 @@ from django.db import DatabaseError
 from django.test import override_settings
 
 from common.testing import assert_error
-from memories.models import Embedding, Memory
+from memories.models import Memory
+from memories.services import embedding_save
 
 pytestmark = pytest.mark.django_db
 
@@ -87,9 +88,11 @@ def test_stats_count_users_memories_and_embeddings(api, staff_api, user):
     for text in ["a", "b", "c"]:
         api.post("/api/v1/memories", {"textContent": text}, "json")
     gone = Memory.objects.first()
+    embedding_save(memory_id=gone.pk, model="m", dimensions=2, vector=[1.0, 0.0])
     api.delete(f"/api/v1/memories/{gone.pk}")
     kept = Memory.objects.alive().first()
-    Embedding.objects.create(memory=kept, model="m", dimensions=2, vector=[0.6, 0.8])
+    embedding_save(memory_id=kept.pk, model="m", dimensions=2, vector=[0.6, 0.8])
+    embedding_save(memory_id=gone.pk, model="m", dimensions=2, vector=[0.6, 0.8])
     body = staff_api.get("/api/v1/admin/stats").json()
     assert body["users"] == 2
     assert body["memories"] == 2

@@ -15,6 +15,7 @@ from django.utils import timezone
 
 from accounts.models import User
 from costs.services import cost_totals_rebuild
+from memories.tally import tally_rebuild
 
 OPERATIONS = [
     ("classification", "openai", "gpt-4o-mini"),
@@ -97,8 +98,9 @@ class Command(BaseCommand):
                          False, created.date(), created)
                     )  # fmt: skip
             cursor.execute("ANALYZE memories_memory, memories_embedding, ai_cost_tracking")
-        # COPY bypassed the ORM: roll the ledger up as the ORM path would have.
+        # COPY bypassed the ORM: roll up and count as the ORM path would have.
         cost_totals_rebuild()
+        tally_rebuild()
         self.stdout.write(
             f"Seeded {len(user_ids)} users, {len(memory_ids)} memories with embeddings, "
             f"{options['cost_records']} cost records over {days} days."

@@ -1,0 +1,79 @@
+"""Running counts of memories and embeddings (memory_tally), kept in the writing transaction so
+the staff stats read a few rows instead of counting every memory."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from django.db import transaction
+from django.db.models import F, Sum
+
+from common.clock import day_start, today
+
+from .models import Embedding, Memory, MemoryTally
+
+FIELDS = ("created", "deleted", "deleted_same_day", "embeddings_added", "embeddings_removed")
+
+
+def tally_add(*, user_id: int, **increments: int) -> None:
+    """Add to today's row of the user's shard (created if missing), in the caller's
+    transaction."""
+    key = {"day": today(), "shard": user_id % MemoryTally.SHARDS}
+    changes = {name: F(name) + value for name, value in increments.items() if value}
+    if not changes:
+        return
+    rows = MemoryTally.objects.filter(**key)
+    if not rows.update(**changes):
+        MemoryTally.objects.bulk_create([MemoryTally(**key)], ignore_conflicts=True)
+        rows.update(**changes)
+
+
+def tally_counts() -> dict[str, int]:
+    """{memories, memoriesToday, embeddings} from the tally: two small aggregates."""
+    total = MemoryTally.objects.aggregate(**{name: Sum(name) for name in FIELDS})
+    day = MemoryTally.objects.filter(day=today()).aggregate(
+        created=Sum("created"), deleted_same_day=Sum("deleted_same_day")
+    )
+    value = {key: int(v or 0) for key, v in total.items()}
+    return {
+        "memories": value["created"] - value["deleted"],
+        "memoriesToday": int(day["created"] or 0) - int(day["deleted_same_day"] or 0),
+        "embeddings": value["embeddings_added"] - value["embeddings_removed"],
+    }
+
+
+def tally_rebuild() -> dict[str, int]:
+    """Recount from the tables (after a bulk import or hard deletes): today's row holds today's
+    memories, yesterday's holds everything older; returns the new counts."""
+    start = day_start(today())
+    live = Memory.objects.filter(deleted_at__isnull=True)
+    with transaction.atomic():
+        MemoryTally.objects.all().delete()
+        created_today = Memory.objects.filter(created_at__gte=start).count()
+        deleted_today = Memory.objects.filter(
+            created_at__gte=start, deleted_at__isnull=False
+        ).count()
+        older = Memory.objects.filter(created_at__lt=start).count()
+        deleted_older = Memory.objects.filter(
+            created_at__lt=start, deleted_at__isnull=False
+        ).count()
+        embeddings = Embedding.objects.filter(memory__in=live).count()
+        MemoryTally.objects.bulk_create(
+            [
+                MemoryTally(
+                    day=today(),
+                    shard=0,
+                    created=created_today,
+                    deleted=deleted_today,
+                    deleted_same_day=deleted_today,
+                    embeddings_added=embeddings,
+                ),
+                MemoryTally(
+                    day=today() - dt.timedelta(days=1),
+                    shard=0,
+                    created=older,
+                    deleted=deleted_older,
+                ),
+            ]  # fmt: skip
+        )
+    return tally_counts()
