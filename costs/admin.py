@@ -20,6 +20,7 @@ from .models import (
     AICostRecord,
     BudgetReservation,
     DailyBudget,
+    DailyCostTotal,
     ModelPrice,
     ProviderBreaker,
     UserUsage,
@@ -109,6 +110,39 @@ class ModelFilter(LedgerValueFilter):
     title = parameter_name = field = "model"
 
 
+# Changelist parameters the daily roll-ups can answer (and the roll-up field each filters).
+_ROLLUP_PARAMS = {
+    "operation__exact": "operation",
+    "provider": "provider",
+    "model": "model",
+    "day__year": "day__year",
+    "day__month": "day__month",
+    "day__day": "day__day",
+}
+_PAGING_PARAMS = {"p", "o", "all", "_changelist_filters"}
+
+
+def _filtered_totals(request, changelist) -> dict:
+    """Totals of every row the filters select: from the daily roll-ups (a few rows per day,
+    equal to the ledger) when the filters are ones they keep, else one aggregate over the
+    ledger (a search or the fallback-price filter)."""
+    params = {k: v for k, v in request.GET.items() if k not in _PAGING_PARAMS}
+    if set(params) <= set(_ROLLUP_PARAMS):
+        filters = {_ROLLUP_PARAMS[k]: v for k, v in params.items()}
+        return DailyCostTotal.objects.filter(**filters).aggregate(
+            count=Sum("count"),
+            cents=Sum("cost_cents"),
+            input_tokens=Sum("input_tokens"),
+            output_tokens=Sum("output_tokens"),
+        )
+    return changelist.queryset.order_by().aggregate(
+        count=Count("id"),
+        cents=Sum("cost_cents"),
+        input_tokens=Sum("input_tokens"),
+        output_tokens=Sum("output_tokens"),
+    )
+
+
 class _BudgetDaysChangeList:
     """The changelist as Django's date_hierarchy tag sees it, but with the budget days (one
     DailyBudget row per day with AI activity, a few hundred rows) in place of the ledger, so
@@ -162,15 +196,10 @@ class AICostRecordAdmin(ReadOnlyAdmin):
             response.context_data["budget_days"] = date_hierarchy(_BudgetDaysChangeList(changelist))
             # The total of every row the filters, search and date select (not only this page):
             # one aggregate query.
-            totals = changelist.queryset.order_by().aggregate(
-                count=Count("id"),
-                cents=Sum("cost_cents"),
-                input_tokens=Sum("input_tokens"),
-                output_tokens=Sum("output_tokens"),
-            )
+            totals = _filtered_totals(request, changelist)
             total_cents = totals["cents"] or ZERO
             response.context_data["filtered_total"] = {
-                "count": totals["count"],
+                "count": totals["count"] or 0,
                 "cents_exact": cents_exact(total_cents),
                 "usd": usd(total_cents),
                 "tokens": (totals["input_tokens"] or 0) + (totals["output_tokens"] or 0),

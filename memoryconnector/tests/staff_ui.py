@@ -14,8 +14,10 @@ from common.clock import today
 from costs import services as costs_services
 from costs.models import AICostRecord, Operation, UserUsage
 from costs.prices import prices_load
+from costs.services import cost_totals_rebuild
 from enrichment.models import EnrichmentJob, JobQueue, JobStatus, WorkerHeartbeat
 from memories.models import EnrichmentStatus, Memory, MemoryType
+from memories.tally import tally_rebuild
 
 JOB_STATUSES = [
     JobStatus.PENDING,
@@ -78,6 +80,9 @@ def seed_rows(n: int) -> None:
             for i, user, memory in zip(batch, users, memories, strict=True)
         ]
     )
+    # Bulk writes bypass the ORM hooks: roll up and count as a bulk import must.
+    cost_totals_rebuild()
+    tally_rebuild()
     UserUsage.objects.bulk_create(
         [UserUsage(user=user, day=day, memories_created=1, enrichments=1) for user in users]
     )
