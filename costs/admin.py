@@ -78,15 +78,16 @@ RECENT_LEDGER_DAYS = 7
 
 
 class LedgerValueFilter(admin.SimpleListFilter):
-    """Choices from the price table plus what the ledger used in the last few days: both small
-    reads, where Django's default filter would run SELECT DISTINCT over the whole ledger."""
+    """Choices from the price table plus what the ledger used in the last few days (read from
+    the daily roll-ups): both small reads, where Django's default filter would run SELECT
+    DISTINCT over the whole ledger."""
 
     field = ""
 
     def lookups(self, request, model_admin):
         priced = ModelPrice.objects.exclude(model="*").values_list(self.field, flat=True)
         recent = (
-            AICostRecord.objects.filter(day__gte=today() - dt.timedelta(days=RECENT_LEDGER_DAYS))
+            DailyCostTotal.objects.filter(day__gte=today() - dt.timedelta(days=RECENT_LEDGER_DAYS))
             .order_by()
             .values_list(self.field, flat=True)
             .distinct()
