@@ -17,7 +17,7 @@ from alerting.models import Alert, AlertStatus
 from alerting.tests import conftest as alerting_fixtures
 from costs import services as costs
 from enrichment import monitoring
-from enrichment.models import EnrichmentJob, JobStatus
+from enrichment.models import EnrichmentJob, JobStatus, WorkerHeartbeat
 from enrichment.services import heartbeat_beat
 from enrichment.tasks import health_check as health_check_task
 from memories.models import Memory
@@ -32,6 +32,14 @@ smtp = alerting_fixtures.smtp
 eager_celery = alerting_fixtures.eager_celery
 
 START = dt.datetime(2026, 11, 28, 9, 0, tzinfo=dt.UTC)
+
+
+@pytest.fixture(autouse=True)
+def _only_this_tests_workers(monkeypatch):
+    """Only the heartbeats a test writes count: the session's in-process Celery worker (pipeline
+    tests) would otherwise beat into the same database and look alive."""
+    monkeypatch.setattr("enrichment.services.heartbeat_beat", lambda **kwargs: None)
+    WorkerHeartbeat.objects.all().delete()
 
 
 @pytest.fixture
