@@ -23,7 +23,13 @@ def workers_live(*, now: dt.datetime | None = None) -> list[WorkerHeartbeat]:
 def queue_counts() -> dict[str, int]:
     """Jobs waiting and running now, and finished today (budget day), in one query."""
     since = day_start(today())
-    counts = EnrichmentJob.objects.aggregate(
+    # Only rows that can count (waiting, running, or finished today) — found through the
+    # status/finished_at indexes, never a scan of the whole job history.
+    relevant = EnrichmentJob.objects.filter(
+        Q(status__in=[JobStatus.PENDING, JobStatus.PROCESSING, JobStatus.DEFERRED])
+        | Q(finished_at__gte=since)
+    )
+    counts = relevant.aggregate(
         pending=Count("pk", filter=Q(status=JobStatus.PENDING)),
         processing=Count("pk", filter=Q(status=JobStatus.PROCESSING)),
         deferred=Count("pk", filter=Q(status=JobStatus.DEFERRED)),

@@ -3,6 +3,7 @@ admin site."""
 
 from django.contrib import admin
 from django.urls import include, path, re_path
+from django.views.generic import RedirectView
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from common.errors import api_not_found
@@ -20,6 +21,8 @@ api_v1 = [
 ]
 
 urlpatterns = [
+    # The front page (and the admin's "View site" link) is the API's documentation.
+    path("", RedirectView.as_view(pattern_name="docs", permanent=False), name="home"),
     path("api/v1/", include(api_v1)),
     re_path(r"^api/", api_not_found),
     path("healthz", health.healthz, name="healthz"),

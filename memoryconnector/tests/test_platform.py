@@ -145,3 +145,8 @@ def test_the_redaction_filter_removes_credentials():
     cleaned = redact(line)
     for secret in ("eyJhbGci", "sk-abcdefghijklmnop", "hunter2", "xoxb-123-abc"):
         assert secret not in cleaned
+
+
+def test_the_front_page_leads_to_the_api_docs(anon):
+    response = anon.get("/")
+    assert response.status_code == 302 and response["Location"] == "/api/v1/docs"
