@@ -156,7 +156,11 @@ def test_with_processing_disabled_nothing_is_processed_and_nothing_lost(
         api.post("/api/v1/memories", {"textContent": f"note {i}"}, "json").json()["id"]
         for i in range(3)
     ]
-    wait_for(lambda: not _queue_has_messages(), what="the deliveries to be consumed")
+    # Each delivery reaches a worker that declines it, leaving the job for a later sweep.
+    wait_for(
+        lambda: EnrichmentJob.objects.filter(dispatched_at__isnull=True).count() == 3,
+        what="every delivery to be declined",
+    )
     assert services.jobs_sweep().dispatched == 0
     assert set(Memory.objects.values_list("enrichment_status", flat=True)) == {"pending"}
     assert AICostRecord.objects.count() == 0
