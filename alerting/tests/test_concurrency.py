@@ -2,38 +2,13 @@
 
 from __future__ import annotations
 
-import threading
-
 import pytest
-from django.db import connection
 
 from alerting.models import Alert, AlertStatus
 from alerting.services import alert_deliver, alert_send
+from common.testing import run_in_threads
 
 pytestmark = [pytest.mark.postgres, pytest.mark.django_db(transaction=True)]
-
-
-def run_in_threads(count: int, target) -> list:
-    barrier = threading.Barrier(count)
-    results: list = [None] * count
-    errors: list = []
-
-    def worker(index: int) -> None:
-        try:
-            barrier.wait(timeout=10)
-            results[index] = target()
-        except Exception as exc:  # noqa: BLE001 - reported by the test
-            errors.append(exc)
-        finally:
-            connection.close()
-
-    threads = [threading.Thread(target=worker, args=(i,)) for i in range(count)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=30)
-    assert errors == []
-    return results
 
 
 def test_it_creates_one_alert_and_sends_one_email_when_8_threads_send_it_at_once(
@@ -49,7 +24,7 @@ def test_it_creates_one_alert_and_sends_one_email_when_8_threads_send_it_at_once
             context={"percentUsed": 75},
         )
 
-    results = run_in_threads(8, send)
+    results = run_in_threads(8, lambda _: send())
 
     assert sum(result is not None for result in results) == 1
     assert Alert.objects.count() == 1
@@ -67,7 +42,7 @@ def test_it_sends_one_email_when_two_deliveries_of_one_alert_race(smtp):
         message="Jobs are pending and no worker has reported for 2 minutes.",
     )
 
-    results = run_in_threads(4, lambda: alert_deliver(alert_id=alert.pk))
+    results = run_in_threads(4, lambda _: alert_deliver(alert_id=alert.pk))
 
     assert sorted(results) == ["delivered", "skipped", "skipped", "skipped"]
     assert len(smtp.messages) == 1

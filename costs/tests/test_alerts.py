@@ -5,16 +5,15 @@ opens and closes. Email through a real SMTP server (aiosmtpd)."""
 from __future__ import annotations
 
 import datetime as dt
-import threading
 from decimal import Decimal
 
 import pytest
 import time_machine
-from django.db import connection
 
 from alerting.models import Alert, AlertStatus, DeliveryStatus
 from alerting.tests import conftest as alerting_fixtures
 from common.errors import LimitExceededError
+from common.testing import run_in_threads
 from costs import services, signals
 from costs.apps import _connect_alerts
 
@@ -196,29 +195,6 @@ def test_spending_half_the_budget_sends_one_email_and_records_it(settings, smtp,
 
 
 # --- many workers at once (PostgreSQL) ----------------------------------------------------------
-
-
-def run_in_threads(count: int, target) -> list:
-    barrier = threading.Barrier(count)
-    results: list = [None] * count
-    errors: list = []
-
-    def worker(index: int) -> None:
-        try:
-            barrier.wait(timeout=10)
-            results[index] = target(index)
-        except Exception as exc:  # noqa: BLE001 - reported by the test
-            errors.append(exc)
-        finally:
-            connection.close()
-
-    threads = [threading.Thread(target=worker, args=(i,)) for i in range(count)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=60)
-    assert errors == []
-    return results
 
 
 @pytest.mark.postgres

@@ -11,10 +11,10 @@ from decimal import Decimal
 import pytest
 import time_machine
 from django.conf import settings as django_settings
-from django.db import connection
 
 from alerting.models import Alert, AlertStatus
 from alerting.tests import conftest as alerting_fixtures
+from common.testing import run_in_threads
 from costs import services as costs
 from enrichment import monitoring
 from enrichment.models import EnrichmentJob, JobStatus, WorkerHeartbeat
@@ -370,37 +370,14 @@ def test_beat_starts_its_watchdog_when_it_starts(monkeypatch):
 # --- many checkers at once (PostgreSQL) ---------------------------------------------------------
 
 
-def run_in_threads(count: int, target) -> list:
-    barrier = threading.Barrier(count)
-    results: list = [None] * count
-    errors: list = []
-
-    def worker(index: int) -> None:
-        try:
-            barrier.wait(timeout=10)
-            results[index] = target()
-        except Exception as exc:  # noqa: BLE001 - reported by the test
-            errors.append(exc)
-        finally:
-            connection.close()
-
-    threads = [threading.Thread(target=worker, args=(i,)) for i in range(count)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=60)
-    assert errors == []
-    return results
-
-
 @pytest.mark.postgres
 @pytest.mark.django_db(transaction=True)
 def test_8_checkers_at_once_raise_one_outage_and_one_recovery(user, smtp, eager_celery):
     add_jobs(user, 1)
     with time_machine.travel(START, tick=True):
-        raised = run_in_threads(8, monitoring.worker_heartbeat_sync)
+        raised = run_in_threads(8, lambda _: monitoring.worker_heartbeat_sync())
         worker_alive()
-        recovered = run_in_threads(8, monitoring.worker_heartbeat_sync)
+        recovered = run_in_threads(8, lambda _: monitoring.worker_heartbeat_sync())
     assert raised.count("raised") == 1 and set(raised) == {"raised", "holding"}
     assert recovered.count("recovered") == 1 and set(recovered) == {"recovered", "ok"}
     assert alerts("worker_heartbeat") == [
