@@ -389,13 +389,14 @@ def _complete(job: EnrichmentJob, memory: Memory, classification: dict, embeddin
             enriched_at=now,
             updated_at=now,
         )
+        # Lock order, as in memory_create: the user's usage row, then the memory tally.
+        costs.usage_record_enrichment(user=memory.user)
         embedding_save(
             memory_id=memory.pk,
             model=embedding.model,
             dimensions=embedding.dimensions,
             vector=embedding.vector,
         )
-        costs.usage_record_enrichment(user=memory.user)
     return "completed"
 
 

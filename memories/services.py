@@ -27,6 +27,7 @@ def _announce(memory: Memory, *, created: bool = False) -> None:
 @transaction.atomic
 def memory_create(*, user, text_content: str, type: str) -> Memory:  # noqa: A002
     # Counts today's memory or raises LimitExceededError (429); rolled back with a failed create.
+    # Lock order for every writer: the user's usage row first, then the memory tally.
     usage_record_memory_created(user=user)
     memory = Memory.objects.create(user=user, text_content=text_content, type=type)
     tally_add(user_id=user.pk, created=1)
