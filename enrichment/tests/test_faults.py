@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import urllib.error
 import urllib.request
 
@@ -62,6 +63,8 @@ def process_env(openai_stub):
 
 @pytest.fixture
 def private_redis():
+    if not shutil.which("redis-server"):
+        pytest.skip("needs redis-server on PATH (CI has it) to stop and start a private Redis")
     server = processes.RedisServer().start()
     yield server
     server.stop()
