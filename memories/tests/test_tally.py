@@ -46,3 +46,13 @@ def test_a_rebuild_recounts_what_bypassed_the_services(user, capsys):
     }  # fmt: skip
     call_command("memory_tally_rebuild")
     assert "2 memories (2 today)" in capsys.readouterr().out
+
+
+@pytest.mark.postgres
+def test_postgres_has_a_trigram_index_for_text_search():
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT indexdef FROM pg_indexes WHERE indexname = 'memory_text_trgm'")
+        (definition,) = cursor.fetchone()
+    assert "gin_trgm_ops" in definition
