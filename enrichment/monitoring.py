@@ -81,49 +81,56 @@ def budget_breaker_open_long_check(*, now: dt.datetime | None = None) -> str:
     )
 
 
-def queue_pending_check(*, counts: dict[str, int]) -> str:
-    """Warning once per budget day when more than ALERT_PENDING_THRESHOLD jobs are pending."""
-    threshold = settings.ALERT_PENDING_THRESHOLD
+def _queue_threshold_check(
+    *, kind: str, count: int, threshold: int, title: str, message: str, counts: dict[str, int]
+) -> str:
+    """Warning once per budget day when `count` is over `threshold` (0 turns the rule off)."""
     if not threshold:
         return "off"
-    if counts["pending"] <= threshold:
+    if count <= threshold:
         return "ok"
     day = today()
     return _sent(
         alert_send(
-            kind=QUEUE_PENDING_HIGH,
+            kind=kind,
             severity=Severity.WARNING,
-            dedup_key=f"queue-pending-high:{day.isoformat()}",
-            title=f"{counts['pending']} enrichment jobs pending",
-            message=(
-                f"{counts['pending']} jobs are waiting (threshold {threshold}); "
-                f"{counts['processing']} are running. Workers may be too few or stuck."
-            ),
+            dedup_key=f"{kind.replace('_', '-')}:{day.isoformat()}",
+            title=title,
+            message=message,
             context={**counts, "threshold": threshold, "day": day},
         )
     )
 
 
+def queue_pending_check(*, counts: dict[str, int]) -> str:
+    """More than ALERT_PENDING_THRESHOLD jobs pending."""
+    threshold = settings.ALERT_PENDING_THRESHOLD
+    return _queue_threshold_check(
+        kind=QUEUE_PENDING_HIGH,
+        count=counts["pending"],
+        threshold=threshold,
+        title=f"{counts['pending']} enrichment jobs pending",
+        message=(
+            f"{counts['pending']} jobs are waiting (threshold {threshold}); "
+            f"{counts['processing']} are running. Workers may be too few or stuck."
+        ),
+        counts=counts,
+    )
+
+
 def queue_failed_check(*, counts: dict[str, int]) -> str:
-    """Warning once per budget day when more than ALERT_FAILED_TODAY_THRESHOLD jobs failed."""
+    """More than ALERT_FAILED_TODAY_THRESHOLD jobs failed today."""
     threshold = settings.ALERT_FAILED_TODAY_THRESHOLD
-    if not threshold:
-        return "off"
-    if counts["failedToday"] <= threshold:
-        return "ok"
-    day = today()
-    return _sent(
-        alert_send(
-            kind=QUEUE_FAILED_HIGH,
-            severity=Severity.WARNING,
-            dedup_key=f"queue-failed-high:{day.isoformat()}",
-            title=f"{counts['failedToday']} enrichment jobs failed today",
-            message=(
-                f"{counts['failedToday']} jobs failed today (threshold {threshold}); their last "
-                "errors are on the jobs in the admin, and staff can retry them."
-            ),
-            context={**counts, "threshold": threshold, "day": day},
-        )
+    return _queue_threshold_check(
+        kind=QUEUE_FAILED_HIGH,
+        count=counts["failedToday"],
+        threshold=threshold,
+        title=f"{counts['failedToday']} enrichment jobs failed today",
+        message=(
+            f"{counts['failedToday']} jobs failed today (threshold {threshold}); their last "
+            "errors are on the jobs in the admin, and staff can retry them."
+        ),
+        counts=counts,
     )
 
 
