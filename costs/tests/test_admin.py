@@ -12,6 +12,7 @@ from django.urls import reverse
 from common.clock import today
 from costs import services
 from costs.models import AICostRecord, DailyBudget, ModelPrice, ProviderBreaker, UserUsage
+from costs.tests.helpers import settle_flat
 
 pytestmark = pytest.mark.django_db
 
@@ -29,15 +30,7 @@ def admin_client(make_user) -> Client:
 def some_data(flat_price, settings, user):
     settings.AI_DAILY_BUDGET_CENTS = D("100")
     reservation = services.budget_reserve(estimate_cents=D(5), user=user)
-    services.budget_settle(
-        reservation=reservation,
-        user=user,
-        memory=None,
-        operation="embedding",
-        provider="test",
-        model="flat",
-        input_tokens=5,
-    )
+    settle_flat(reservation, tokens=5, user=user, operation="embedding")
     services.usage_record_memory_created(user=user)
     services.provider_breaker_record_failure()
 

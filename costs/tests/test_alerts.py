@@ -16,6 +16,7 @@ from common.errors import LimitExceededError
 from common.testing import run_in_threads
 from costs import services, signals
 from costs.apps import _connect_alerts
+from costs.tests.helpers import settle_flat, spend_flat
 
 pytestmark = pytest.mark.django_db
 
@@ -43,19 +44,7 @@ def spend(django_capture_on_commit_callbacks):
 
     def spend(cents: int, *, estimate: int | None = None, user=None):
         with django_capture_on_commit_callbacks(execute=True):
-            reservation = services.budget_reserve(
-                estimate_cents=D(cents if estimate is None else estimate)
-            )
-            assert reservation is not None
-            return services.budget_settle(
-                reservation=reservation,
-                user=user,
-                memory=None,
-                operation="classification",
-                provider="test",
-                model="flat",
-                input_tokens=cents,
-            )
+            return spend_flat(cents, estimate=None if estimate is None else D(estimate), user=user)
 
     return spend
 
@@ -207,15 +196,7 @@ def test_8_threads_settling_across_the_thresholds_raise_each_alert_once(
 
     def settle_one_cent(index: int):
         reservation = services.budget_reserve(estimate_cents=D("1"))
-        return services.budget_settle(
-            reservation=reservation,
-            user=None,
-            memory=None,
-            operation="classification",
-            provider="test",
-            model="flat",
-            input_tokens=1,
-        )
+        return settle_flat(reservation, tokens=1)
 
     with time_machine.travel(DAY, tick=True):
         run_in_threads(8, settle_one_cent)

@@ -17,6 +17,7 @@ from common.testing import assert_error
 from conftest import client_for
 from costs import services
 from costs.models import AICostRecord, DailyBudget
+from costs.tests.helpers import spend_flat as spend
 from memories.models import Memory
 
 pytestmark = pytest.mark.django_db
@@ -37,22 +38,6 @@ def call(client, method, url, data=None):
     if method == "get":
         return client.get(url)
     return getattr(client, method)(url, data if data is not None else {}, "json")
-
-
-def spend(
-    *, tokens: int, operation="classification", user=None, memory=None, model="flat", estimate=None
-):
-    estimate = D(tokens) if estimate is None else estimate
-    reservation = services.budget_reserve(estimate_cents=estimate, user=user)
-    return services.budget_settle(
-        reservation=reservation,
-        user=user,
-        memory=memory,
-        operation=operation,
-        provider="test",
-        model=model,
-        input_tokens=tokens,
-    )
 
 
 @pytest.fixture

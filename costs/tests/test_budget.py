@@ -16,26 +16,13 @@ from common.clock import today
 from costs import selectors, services
 from costs.models import AICostRecord, BudgetReservation, DailyBudget, UserUsage
 from costs.services import Reservation
+from costs.tests.helpers import settle_flat as settle
 
 pytestmark = pytest.mark.django_db
 
 D = Decimal
 # Signals go out on commit: these tests commit for real.
 committed = pytest.mark.django_db(transaction=True)
-
-
-def settle(reservation, *, user=None, tokens: int, operation="classification", **extra):
-    """Settle at 1 cent per token (the `flat_price` fixture)."""
-    return services.budget_settle(
-        reservation=reservation,
-        user=user,
-        memory=None,
-        operation=operation,
-        provider="test",
-        model="flat",
-        input_tokens=tokens,
-        **extra,
-    )
 
 
 def budget() -> DailyBudget:

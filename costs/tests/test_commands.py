@@ -12,6 +12,7 @@ from django.core.management import CommandError, call_command
 from common.clock import today
 from costs import selectors, services
 from costs.models import AICostRecord
+from costs.tests.helpers import spend_flat as spend
 
 pytestmark = pytest.mark.django_db
 
@@ -22,19 +23,6 @@ def run(*args) -> str:
     out = StringIO()
     call_command(*args, stdout=out)
     return out.getvalue()
-
-
-def spend(tokens: int, *, operation="classification", user=None, model="flat"):
-    reservation = services.budget_reserve(estimate_cents=D(tokens), user=user)
-    services.budget_settle(
-        reservation=reservation,
-        user=user,
-        memory=None,
-        operation=operation,
-        provider="test",
-        model=model,
-        input_tokens=tokens,
-    )
 
 
 @pytest.fixture

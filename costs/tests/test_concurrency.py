@@ -16,6 +16,7 @@ from common.clock import today
 from costs import services
 from costs.models import AICostRecord, BudgetReservation, DailyBudget, ModelPrice, UserUsage
 from costs.money import cents
+from costs.tests.helpers import settle_flat
 
 from .conftest import EPOCH
 
@@ -55,15 +56,7 @@ def test_the_budget_is_exact_under_a_race_of_reserving_and_settling_threads(
             reservation = services.budget_reserve(estimate_cents=D("3"), user=user)
             if reservation is None:
                 return calls
-            services.budget_settle(
-                reservation=reservation,
-                user=user,
-                memory=None,
-                operation="classification",
-                provider="test",
-                model="flat",
-                input_tokens=3,
-            )
+            settle_flat(reservation, tokens=3, user=user)
             calls += 1
 
     calls = run_threads(work)
@@ -143,15 +136,7 @@ def test_settling_the_same_reservation_from_many_threads_records_it_once(setting
     reservation = services.budget_reserve(estimate_cents=D("5"))
 
     def work(_):
-        return services.budget_settle(
-            reservation=reservation,
-            user=None,
-            memory=None,
-            operation="embedding",
-            provider="test",
-            model="flat",
-            input_tokens=4,
-        ).pk
+        return settle_flat(reservation, tokens=4, operation="embedding").pk
 
     record_ids = run_threads(work, workers=16)
     assert len(set(record_ids)) == 1

@@ -18,6 +18,7 @@ from common.testing import assert_error
 from conftest import client_for
 from costs import services
 from costs.models import UserUsage
+from costs.tests.helpers import settle_flat
 from memories.models import Memory
 
 URL = "/api/v1/memories"
@@ -107,26 +108,10 @@ def test_the_cost_limit(user, settings, flat_price):
     settings.USER_DAILY_COST_CENTS = D("5")
     settings.USER_DAILY_ENRICHMENT_LIMIT = 0
     reservation = services.budget_reserve(estimate_cents=D("5"), user=user)
-    services.budget_settle(
-        reservation=reservation,
-        user=user,
-        memory=None,
-        operation="classification",
-        provider="test",
-        model="flat",
-        input_tokens=4,
-    )
+    settle_flat(reservation, tokens=4, user=user)
     assert services.usage_check_enrichment(user=user) is None  # 4 of 5 cents
     reservation = services.budget_reserve(estimate_cents=D("1"), user=user)
-    services.budget_settle(
-        reservation=reservation,
-        user=user.pk,
-        memory=None,
-        operation="embedding",
-        provider="test",
-        model="flat",
-        input_tokens=1,
-    )
+    settle_flat(reservation, tokens=1, user=user.pk, operation="embedding")
     assert services.usage_check_enrichment(user=user) == "user_cost_limit"
     user.daily_cost_limit_cents = D("0")  # no limit for this user
     user.save()
@@ -150,15 +135,7 @@ def test_user_limit_reached_is_sent_once_per_user_per_day_per_limit(
         services.usage_check_enrichment(user=user)
     for _ in range(2):
         reservation = services.budget_reserve(estimate_cents=D("1"), user=user)
-        services.budget_settle(
-            reservation=reservation,
-            user=user,
-            memory=None,
-            operation="embedding",
-            provider="test",
-            model="flat",
-            input_tokens=1,
-        )
+        settle_flat(reservation, tokens=1, user=user, operation="embedding")
     reached = sorted(
         (c["user_id"], c["limit"], c["day"]) for c in signal_log.of("user_limit_reached")
     )
