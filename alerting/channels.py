@@ -15,7 +15,7 @@ from django.core.mail import EmailMultiAlternatives
 from django.core.mail.backends.smtp import EmailBackend
 from django.template.loader import render_to_string
 
-from common.logging import redact
+from common.logging import RedactSecretsFilter, redact
 
 if TYPE_CHECKING:
     from .models import Alert
@@ -71,16 +71,11 @@ def scrub_secrets(text: str) -> str:
     return text
 
 
-class _ScrubSecretsFilter(logging.Filter):
-    def filter(self, record: logging.LogRecord) -> bool:
-        try:
-            message = record.getMessage()
-        except Exception:  # noqa: BLE001 - a broken format string must not kill logging
-            return True
-        cleaned = scrub_secrets(message)
-        if cleaned != message:
-            record.msg, record.args = cleaned, None
-        return True
+class _ScrubSecretsFilter(RedactSecretsFilter):
+    """The log redaction, plus our configured secrets by value."""
+
+    def scrub(self, text: str) -> str:
+        return scrub_secrets(text)
 
 
 # slack_sdk logs request URLs (a webhook URL is a secret) at debug level: give it a logger of

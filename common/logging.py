@@ -26,19 +26,23 @@ def redact(text: str) -> str:
 
 
 class RedactSecretsFilter(logging.Filter):
-    """Rewrite the rendered message so that tokens and passwords never leave the process."""
+    """Rewrite the rendered message so that tokens and passwords never leave the process.
+    Subclasses may scrub more by overriding `scrub`."""
+
+    def scrub(self, text: str) -> str:
+        return redact(text)
 
     def filter(self, record: logging.LogRecord) -> bool:
         try:
             message = record.getMessage()
         except Exception:  # noqa: BLE001 - a broken format string must not kill logging
             return True
-        cleaned = redact(message)
+        cleaned = self.scrub(message)
         if cleaned != message:
             record.msg, record.args = cleaned, None
         if record.exc_info and record.exc_info[1] is not None:
             # Exception text is rendered later by the formatter; redact it through exc_text.
             formatter = logging.Formatter()
-            record.exc_text = redact(formatter.formatException(record.exc_info))
+            record.exc_text = self.scrub(formatter.formatException(record.exc_info))
             record.exc_info = None
         return True
