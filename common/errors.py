@@ -138,7 +138,7 @@ def api_exception_handler(exc: Exception, context: dict) -> Response | None:
         if isinstance(exc, exc_class):
             code = exc_code
             break
-    if isinstance(exc, (PermissionDenied,)):
+    if isinstance(exc, PermissionDenied):  # Django's own, raised inside a DRF view
         code = "permission_denied"
     response.data = error_body(code, message, details)
     return response
