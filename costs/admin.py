@@ -15,7 +15,7 @@ from django.http import HttpRequest
 from common.admin import BigTableAdminMixin, cents_exact, usd
 from common.clock import today
 
-from . import services
+from . import breaker, budget
 from .models import (
     AICostRecord,
     BudgetReservation,
@@ -26,7 +26,7 @@ from .models import (
     UserUsage,
 )
 from .money import ZERO
-from .selectors import budget_limit_of, percent_of
+from .selectors import percent_of
 
 
 class ReadOnlyAdmin(BigTableAdminMixin, admin.ModelAdmin):
@@ -176,10 +176,11 @@ class AICostRecordAdmin(ReadOnlyAdmin):
         "output_tokens",
         "cost_cents",
         "price_fallback",
+        "reconciled",
         "user",
         "memory_id",
     ]
-    list_filter = ["operation", ProviderFilter, ModelFilter, "price_fallback"]
+    list_filter = ["operation", ProviderFilter, ModelFilter, "price_fallback", "reconciled"]
     list_select_related = ["user"]
     # The drill-down is rendered from the budget days (see changelist_view); date_hierarchy
     # stays set so the changelist applies the chosen year, month and day.
@@ -219,6 +220,7 @@ class DailyBudgetAdmin(BigTableAdminMixin, admin.ModelAdmin):
         "reserved_cents",
         "operation_count",
         "paused",
+        "exhausted_at",
         "opened_at",
         "alerted_percent",
     ]
@@ -230,6 +232,7 @@ class DailyBudgetAdmin(BigTableAdminMixin, admin.ModelAdmin):
         "reserved_cents",
         "operation_count",
         "paused",
+        "exhausted_at",
         "opened_at",
         "alerted_percent",
         "updated_at",
@@ -238,17 +241,20 @@ class DailyBudgetAdmin(BigTableAdminMixin, admin.ModelAdmin):
     date_hierarchy = "day"
     actions = ["pause_today", "resume_today"]
 
+    def get_queryset(self, request):
+        return super().get_queryset(request).with_state()
+
     @admin.display(description="limit")
     def limit(self, obj: DailyBudget):
-        return budget_limit_of(obj)
+        return obj.effective_limit_cents
 
     @admin.display(description="% used")
     def percent(self, obj: DailyBudget):
-        return percent_of(obj.spent_cents, budget_limit_of(obj))
+        return percent_of(obj.spent_cents, obj.effective_limit_cents)
 
     @admin.display(description="breaker")
     def state(self, obj: DailyBudget) -> str:
-        return "open" if obj.paused or obj.spent_cents >= budget_limit_of(obj) else "closed"
+        return "open" if obj.is_open else "closed"
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False
@@ -262,16 +268,16 @@ class DailyBudgetAdmin(BigTableAdminMixin, admin.ModelAdmin):
 
     def save_model(self, request, obj, form, change):
         if "limit_cents" in form.changed_data:
-            services.budget_limit_set(limit_cents=obj.limit_cents)
+            budget.budget_limit_set(limit_cents=obj.limit_cents)
 
     @admin.action(description="Pause AI for today (the breaker opens)")
     def pause_today(self, request, queryset):
-        services.budget_pause()
+        budget.budget_pause()
         self.message_user(request, "AI paused until resumed or the daily reset.")
 
     @admin.action(description="Resume AI")
     def resume_today(self, request, queryset):
-        if services.budget_resume():
+        if budget.budget_resume():
             self.message_user(request, "AI resumed.")
         else:
             self.message_user(request, "AI was not paused.", level=messages.WARNING)
@@ -279,7 +285,18 @@ class DailyBudgetAdmin(BigTableAdminMixin, admin.ModelAdmin):
 
 @admin.register(BudgetReservation)
 class BudgetReservationAdmin(ReadOnlyAdmin):
-    list_display = ["id", "day", "amount_cents", "state", "user", "created_at", "expires_at"]
+    list_display = [
+        "id",
+        "day",
+        "operation",
+        "model",
+        "amount_cents",
+        "state",
+        "user",
+        "memory_id",
+        "created_at",
+        "expires_at",
+    ]
     list_filter = ["state"]
     list_select_related = ["user"]
     date_hierarchy = "day"
@@ -297,7 +314,7 @@ class ProviderBreakerAdmin(ReadOnlyAdmin):
 
     @admin.action(description="Close the provider breaker now")
     def close_breaker(self, request, queryset):
-        services.provider_breaker_reset()
+        breaker.provider_breaker_reset()
         self.message_user(request, "Provider breaker closed.")
 
 

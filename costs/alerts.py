@@ -3,7 +3,7 @@ daily limits (receivers of the costs signals, connected in CostsConfig.ready), t
 breaker's openings, and `incident_sync`, which raises a critical condition once per outage and
 its recovery once.
 
-Receivers run after the costs transaction commits (costs.services sends on commit, robustly):
+Receivers run after the costs transaction commits (costs.signals.send_on_commit, robustly):
 an alert that cannot be written is logged there and never undoes the bookkeeping."""
 
 from __future__ import annotations
@@ -106,13 +106,13 @@ def user_limit_alert(sender, *, user_id: int, limit: str, day: dt.date, **kwargs
     """Receiver of user_limit_reached: info, once per user, limit and budget day."""
     from accounts.models import User
 
-    from .services import _user_limits
+    from .usage import user_limits
 
     user = User.objects.filter(pk=user_id).first()
     email = user.email if user is not None else f"user {user_id}"
     value: Decimal | int | None = None
     if user is not None:
-        memories, enrichments, cost = _user_limits(user)
+        memories, enrichments, cost = user_limits(user)
         value = {"memories": memories, "enrichments": enrichments, "cost": cost}.get(limit)
     shown = _cents_text(value) if limit == "cost" and value is not None else value
     resets_at = _resets_at(day)

@@ -13,7 +13,7 @@ from rest_framework.renderers import BaseRenderer, JSONRenderer
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from . import selectors, services
+from . import budget, selectors
 from .serializers import (
     CSV_COLUMNS,
     AiCostTrackingSerializer,
@@ -76,7 +76,7 @@ class CircuitBreakerPauseApi(StaffApi):
         summary="Pause AI calls (the breaker opens) until resumed or the daily reset",
     )
     def post(self, request):
-        services.budget_pause()
+        budget.budget_pause()
         return _circuit_breaker_response()
 
 
@@ -88,7 +88,7 @@ class CircuitBreakerResumeApi(StaffApi):
         summary="Resume AI calls (the breaker stays open while today's budget is spent)",
     )
     def post(self, request):
-        services.budget_resume()
+        budget.budget_resume()
         return _circuit_breaker_response()
 
 
@@ -102,7 +102,7 @@ class BudgetTodayApi(StaffApi):
     def put(self, request):
         serializer = BudgetTodaySerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
-        services.budget_limit_set(limit_cents=serializer.validated_data["limitCents"])
+        budget.budget_limit_set(limit_cents=serializer.validated_data["limitCents"])
         return _circuit_breaker_response()
 
 

@@ -7,9 +7,13 @@ from decimal import Decimal
 
 from django.conf import settings
 from django.db import models
+from django.db.models import Case, ExpressionWrapper, F, Q, When
+from django.db.models.lookups import GreaterThanOrEqual
 from django.utils import timezone
 
-from .money import ZERO, CentsField
+from common.clock import today
+
+from .money import ZERO, CentsField, cents, cents_value
 
 PRICE_DIGITS = {"max_digits": 16, "decimal_places": 6}
 
@@ -67,9 +71,8 @@ class AICostRecord(models.Model):
     user = models.ForeignKey(
         settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
     )
-    memory = models.ForeignKey(
-        "memories.Memory", on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
-    )
+    # The memory's UUID as a plain column: costs knows no memories.
+    memory_id = models.UUIDField(null=True, blank=True, db_index=True)
     operation = models.CharField(max_length=32, choices=Operation.choices)
     provider = models.CharField(max_length=32)
     model = models.CharField(max_length=100)
@@ -80,6 +83,10 @@ class AICostRecord(models.Model):
     price_fallback = models.BooleanField(
         default=False, help_text="Priced by AI_FALLBACK_PRICE_* (model not in the price table)."
     )
+    # False: charged at its reservation's estimate because the reservation expired without a
+    # settle (the worker died mid-call and the provider may have billed it). A late settle
+    # replaces the row with the exact figures.
+    reconciled = models.BooleanField(default=True)
     # The reservation this call settled; unique, so settling twice records once.
     reservation_id = models.BigIntegerField(null=True, blank=True, unique=True)
     day = models.DateField(help_text="The budget day (AI_BUDGET_TIMEZONE) the cost counts in.")
@@ -98,10 +105,6 @@ class AICostRecord(models.Model):
 
     def __str__(self) -> str:
         return f"{self.operation} {self.model} {self.cost_cents}¢"
-
-    @property
-    def total_tokens(self) -> int:
-        return self.input_tokens + self.output_tokens
 
 
 class DailyCostTotal(models.Model):
@@ -131,9 +134,51 @@ class DailyCostTotal(models.Model):
         return f"{self.day} {self.operation} {self.model}: {self.count} calls, {self.cost_cents}¢"
 
 
+def budget_default_limit() -> Decimal:
+    """AI_DAILY_BUDGET_CENTS as it is now."""
+    return cents(settings.AI_DAILY_BUDGET_CENTS)
+
+
+def budget_limit_expression():
+    """A day's limit, in SQL: the staff override; else, today, AI_DAILY_BUDGET_CENTS as it is
+    now; else (a past day) the default that was in force when the day last spent."""
+    return Case(
+        When(Q(limit_overridden=True) | ~Q(day=today()), then=F("limit_cents")),
+        default=cents_value(budget_default_limit()),
+        output_field=CentsField(),
+    )
+
+
+def budget_open_condition() -> Q:
+    """THE budget breaker rule, in SQL, used by every reader and by the reserving UPDATE: open
+    when staff paused AI, when the budget was declared exhausted (the rest cannot cover a call),
+    or when spend reached the limit."""
+    return (
+        Q(paused=True)
+        | Q(exhausted_at__isnull=False)
+        | Q(GreaterThanOrEqual(F("spent_cents"), budget_limit_expression()))
+    )
+
+
+class DailyBudgetQuerySet(models.QuerySet):
+    def ensure(self, day) -> None:
+        """Create the day's row if it is missing; safe when many processes race to do it."""
+        if not self.filter(day=day).exists():
+            self.bulk_create(
+                [DailyBudget(day=day, limit_cents=budget_default_limit())], ignore_conflicts=True
+            )
+
+    def with_state(self):
+        """Annotate each row with `effective_limit_cents` and `is_open` (the breaker rule)."""
+        return self.annotate(
+            effective_limit_cents=budget_limit_expression(),
+            is_open=ExpressionWrapper(budget_open_condition(), output_field=models.BooleanField()),
+        )
+
+
 class DailyBudget(models.Model):
     """One row per budget day: the shared state every web and worker process reads and changes
-    with conditional UPDATEs. Breaker: open when paused or spent >= limit."""
+    with conditional UPDATEs. Its breaker rule is `budget_open_condition`."""
 
     day = models.DateField(unique=True)
     # Staff override of the day's limit; without one the limit is AI_DAILY_BUDGET_CENTS, and
@@ -145,11 +190,21 @@ class DailyBudget(models.Model):
     operation_count = models.PositiveIntegerField(default=0)
     paused = models.BooleanField(default=False, help_text="Staff paused AI until resumed or reset.")
     opened_at = models.DateTimeField(null=True, blank=True, help_text="When the breaker opened.")
+    exhausted_at = models.DateTimeField(
+        null=True,
+        blank=True,
+        help_text="When the rest of the budget could no longer cover a call (breaker open).",
+    )
+    # A call was refused because reservations in flight held the rest: the next settle or
+    # release announces budget_room_freed so that the refused work retries at once.
+    room_wanted = models.BooleanField(default=False)
     alerted_percent = models.PositiveSmallIntegerField(
         default=0, help_text="Highest alert threshold already announced for the day."
     )
     created_at = models.DateTimeField(default=timezone.now)
     updated_at = models.DateTimeField(default=timezone.now)
+
+    objects = DailyBudgetQuerySet.as_manager()
 
     class Meta:
         ordering = ["-day"]
@@ -165,7 +220,7 @@ class BudgetReservation(models.Model):
         ACTIVE = "active", "Active"
         SETTLED = "settled", "Settled"
         RELEASED = "released", "Released"
-        EXPIRED = "expired", "Expired"
+        EXPIRED = "expired", "Expired (charged unreconciled)"
 
     day = models.DateField()
     amount_cents = CentsField(db_column="amount_microcents")
@@ -173,9 +228,13 @@ class BudgetReservation(models.Model):
     user = models.ForeignKey(
         settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
     )
-    memory = models.ForeignKey(
-        "memories.Memory", on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
-    )
+    memory_id = models.UUIDField(null=True, blank=True, db_index=True)
+    # What the call is, so that an expiry can write its unreconciled ledger row.
+    operation = models.CharField(max_length=32, choices=Operation.choices, blank=True, default="")
+    provider = models.CharField(max_length=32, blank=True, default="")
+    model = models.CharField(max_length=100, blank=True, default="")
+    input_tokens = models.PositiveIntegerField(default=0, help_text="Estimated.")
+    output_tokens = models.PositiveIntegerField(default=0, help_text="Estimated.")
     created_at = models.DateTimeField(default=timezone.now)
     expires_at = models.DateTimeField()
     finished_at = models.DateTimeField(null=True, blank=True)

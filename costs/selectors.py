@@ -15,24 +15,17 @@ from django.utils import timezone
 
 from common.clock import next_reset, today
 
-from .models import AICostRecord, DailyBudget, DailyCostTotal, ProviderBreaker
-from .money import ZERO, cents
+from .models import (
+    AICostRecord,
+    DailyBudget,
+    DailyCostTotal,
+    ProviderBreaker,
+    budget_default_limit,
+)
+from .money import ZERO
 
 RECENT_OPERATIONS = 50
 PERCENT_PLACES = Decimal("0.01")
-
-
-def budget_default_limit() -> Decimal:
-    """AI_DAILY_BUDGET_CENTS as it is now."""
-    return cents(settings.AI_DAILY_BUDGET_CENTS)
-
-
-def budget_limit_of(row: DailyBudget) -> Decimal:
-    """The limit of a loaded day row: the staff override, else for today the setting as it is
-    now, else (a past day) the default that was in force when the day last spent."""
-    if row.limit_overridden or row.day != today():
-        return row.limit_cents
-    return budget_default_limit()
 
 
 def percent_of(spent: Decimal, limit: Decimal) -> Decimal:
@@ -40,6 +33,11 @@ def percent_of(spent: Decimal, limit: Decimal) -> Decimal:
     if limit <= 0:
         return Decimal("100.00")
     return (spent * 100 / limit).quantize(PERCENT_PLACES, rounding=ROUND_HALF_EVEN)
+
+
+def budget_open_reason(*, paused: bool) -> str:
+    """Why an open budget breaker is open (whether it is open: models.budget_open_condition)."""
+    return "budget_paused" if paused else "budget_exhausted"
 
 
 @dataclass(frozen=True)
@@ -53,10 +51,17 @@ class BudgetSnapshot:
     paused: bool
     opened_at: dt.datetime | None
     alerted_percent: int
+    is_open: bool
+    exhausted_at: dt.datetime | None
 
     @property
     def state(self) -> str:
-        return "open" if self.paused or self.spent_cents >= self.limit_cents else "closed"
+        return "open" if self.is_open else "closed"
+
+    @property
+    def open_reason(self) -> str | None:
+        """Why the breaker is open: "budget_paused" or "budget_exhausted"; None when closed."""
+        return budget_open_reason(paused=self.paused) if self.is_open else None
 
     @property
     def percent_used(self) -> Decimal:
@@ -70,13 +75,11 @@ class BudgetSnapshot:
 def budget_snapshot(*, day: dt.date | None = None) -> BudgetSnapshot:
     """The budget of `day` (default today) as every process sees it. One query."""
     day = day or today()
-    row = DailyBudget.objects.filter(day=day).first()
-    if row is None:
-        limit = budget_default_limit()
-        return BudgetSnapshot(day, limit, False, ZERO, ZERO, 0, False, None, 0)
+    DailyBudget.objects.ensure(day)
+    row = DailyBudget.objects.with_state().get(day=day)
     return BudgetSnapshot(
         day=day,
-        limit_cents=budget_limit_of(row),
+        limit_cents=row.effective_limit_cents,
         limit_overridden=row.limit_overridden,
         spent_cents=row.spent_cents,
         reserved_cents=row.reserved_cents,
@@ -84,6 +87,8 @@ def budget_snapshot(*, day: dt.date | None = None) -> BudgetSnapshot:
         paused=row.paused,
         opened_at=row.opened_at,
         alerted_percent=row.alerted_percent,
+        is_open=row.is_open,
+        exhausted_at=row.exhausted_at,
     )
 
 
@@ -149,6 +154,7 @@ def cost_records_recent(*, limit: int = RECENT_OPERATIONS) -> list[dict]:
         "cached_tokens",
         "output_tokens",
         "cost_cents",
+        "reconciled",
         "user_id",
         "memory_id",
         "day",
@@ -165,6 +171,7 @@ def cost_records_recent(*, limit: int = RECENT_OPERATIONS) -> list[dict]:
             "outputTokens": row["output_tokens"],
             "tokens": row["input_tokens"] + row["output_tokens"],
             "costCents": row["cost_cents"],
+            "reconciled": row["reconciled"],
             "userId": row["user_id"],
             "memoryId": row["memory_id"],
             "day": row["day"],
@@ -207,6 +214,8 @@ def circuit_breaker_status() -> dict:
         "reservedCents": budget.reserved_cents,
         "remainingCents": budget.remaining_cents,
         "paused": budget.paused,
+        "openReason": budget.open_reason,
+        "exhaustedAt": budget.exhausted_at,
         "openedAt": budget.opened_at,
         "day": budget.day,
         "timezone": settings.AI_BUDGET_TIMEZONE,
@@ -252,7 +261,10 @@ def costs_daily(*, days: int = 30, end: dt.date | None = None) -> dict:
     end = end or today()
     start = end - dt.timedelta(days=days - 1)
     rows = cost_rows(start=start, end=end)
-    budgets = {row.day: row for row in DailyBudget.objects.filter(day__gte=start, day__lte=end)}
+    budgets = {
+        row.day: row.effective_limit_cents
+        for row in DailyBudget.objects.with_state().filter(day__gte=start, day__lte=end)
+    }
     by_day: dict[dt.date, list[dict]] = {}
     for row in rows:
         by_day.setdefault(row["day"], []).append(row)
@@ -260,13 +272,9 @@ def costs_daily(*, days: int = 30, end: dt.date | None = None) -> dict:
     for offset in range(days):
         day = start + dt.timedelta(days=offset)
         day_rows = by_day.get(day, [])
-        budget = budgets.get(day)
-        if budget is not None:
-            limit = budget_limit_of(budget)
-        elif day == today():
+        limit = budgets.get(day)
+        if limit is None and day == today():
             limit = budget_default_limit()
-        else:
-            limit = None
         daily.append(
             {
                 "day": day,

@@ -78,7 +78,6 @@ class EnrichmentJobInline(admin.TabularInline):
     ordering = ["-id"]
     fields = readonly_fields = [
         "status",
-        "queue",
         "attempts",
         "deferred_reason",
         "last_error",
@@ -187,18 +186,18 @@ class EnrichmentJobAdmin(BigTableAdminMixin, admin.ModelAdmin):
         "id",
         "memory_link",
         "status",
-        "queue",
+        "deferred_reason",
         "attempts",
         "error",
         "worker",
         "created_at",
         "finished_at",
     ]
-    list_filter = ["status", "queue", MemoryIdFilter]
+    list_filter = ["status", "deferred_reason", MemoryIdFilter]
     ordering = ["-id"]
     actions = ["retry", "cancel"]
     fieldsets = [
-        (None, {"fields": ["memory_link", "status", "queue", "attempts", "worker"]}),
+        (None, {"fields": ["memory_link", "status", "attempts", "worker"]}),
         ("Last error", {"fields": ["last_error", "deferred_reason"]}),
         (
             "Timing",
@@ -219,7 +218,6 @@ class EnrichmentJobAdmin(BigTableAdminMixin, admin.ModelAdmin):
     readonly_fields = [
         "memory_link",
         "status",
-        "queue",
         "attempts",
         "worker",
         "last_error",

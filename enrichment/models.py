@@ -15,11 +15,6 @@ class JobStatus(models.TextChoices):
     CANCELLED = "cancelled", "Cancelled"
 
 
-class JobQueue(models.TextChoices):
-    NORMAL = "normal", "Normal"
-    DEFERRED = "deferred", "Deferred"
-
-
 ACTIVE_STATUSES = (JobStatus.PENDING, JobStatus.PROCESSING, JobStatus.DEFERRED)
 
 
@@ -30,7 +25,6 @@ class EnrichmentJob(models.Model):
     status = models.CharField(
         max_length=16, choices=JobStatus.choices, default=JobStatus.PENDING, db_index=True
     )
-    queue = models.CharField(max_length=16, choices=JobQueue.choices, default=JobQueue.NORMAL)
     # SHA-256 of the text this job enriches: results for older text are never written.
     text_hash = models.CharField(max_length=64)
     attempts = models.PositiveSmallIntegerField(default=0)
@@ -42,6 +36,8 @@ class EnrichmentJob(models.Model):
     worker = models.CharField(max_length=255, blank=True, default="")
     # Results of finished steps, so a re-run after a crash does not pay for them again.
     classification = models.JSONField(null=True, blank=True)
+    # The user's daily enrichment count already holds this job (counted at its first call).
+    usage_counted = models.BooleanField(default=False)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
     started_at = models.DateTimeField(null=True, blank=True)
@@ -56,6 +52,14 @@ class EnrichmentJob(models.Model):
                 condition=Q(status__in=["pending", "deferred", "processing"]),
             ),
             models.Index(fields=["status", "finished_at"], name="job_finished"),
+        ]
+        constraints = [
+            # At most one run of a memory in flight: rapid edits coalesce behind it.
+            models.UniqueConstraint(
+                fields=["memory"],
+                condition=Q(status="processing"),
+                name="job_one_run_per_memory",
+            )
         ]
 
     def __str__(self) -> str:

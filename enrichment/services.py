@@ -16,16 +16,15 @@ from dataclasses import dataclass
 
 from celery import current_app
 from django.conf import settings
-from django.db import transaction
+from django.db import IntegrityError, transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
-from common.clock import next_reset
-from costs import services as costs
+from costs import budget, metering
 from memories.models import EnrichmentStatus, Memory
-from memories.services import embedding_save
+from memories.services import memory_enrichment_apply, memory_enrichment_status_set
 
-from .models import ACTIVE_STATUSES, EnrichmentJob, JobQueue, JobStatus, WorkerHeartbeat
+from .models import ACTIVE_STATUSES, EnrichmentJob, JobStatus, WorkerHeartbeat
 from .providers import Provider, ProviderError, get_provider
 
 WAITING_STATUSES = (JobStatus.PENDING, JobStatus.DEFERRED)
@@ -33,13 +32,16 @@ WAITING_STATUSES = (JobStatus.PENDING, JobStatus.DEFERRED)
 logger = logging.getLogger(__name__)
 
 PROCESS_TASK = "enrichment.process_job"
+# Deferral reasons: the metering door's refusals (costs.budget.Refusal), and this one.
+RATE_LIMITED = "rate_limited"
+# A job due within this many seconds is sent with a countdown instead of waiting for a sweep.
+SOON_SECONDS = 60
 
 
 class Queue:
     """Broker queue names, in one place."""
 
     ENRICHMENT = "enrichment"
-    MAINTENANCE = "maintenance"
 
 
 def text_hash(text: str) -> str:
@@ -65,11 +67,12 @@ def job_create_for_memory(*, memory: Memory, created: bool = False) -> Enrichmen
     return job
 
 
-def job_dispatch(*, job_id: int) -> bool:
-    """Send the job's task. If the broker is unreachable the job stays pending and the sweep
-    sends it later; the caller (an API request) never fails because of the broker."""
+def job_dispatch(*, job_id: int, countdown: float | None = None) -> bool:
+    """Send the job's task (after `countdown` seconds). If the broker is unreachable the job
+    stays waiting and the sweep sends it later; the caller never fails because of the broker."""
     try:
-        current_app.send_task(PROCESS_TASK, args=[job_id], queue=Queue.ENRICHMENT)
+        options = {"countdown": countdown} if countdown else {}
+        current_app.send_task(PROCESS_TASK, args=[job_id], queue=Queue.ENRICHMENT, **options)
     except Exception as exc:  # noqa: BLE001 - any broker failure means "the sweep will do it"
         logger.warning(
             "broker unreachable, job %s left for the sweep: %s", job_id, type(exc).__name__
@@ -90,10 +93,6 @@ class SweepResult:
     reservations_released: int
 
 
-def _fail_memory(memory_id) -> None:
-    Memory.objects.filter(pk=memory_id).update(enrichment_status=EnrichmentStatus.FAILED)
-
-
 def jobs_requeue_expired(*, now: dt.datetime) -> tuple[int, int]:
     """Jobs whose worker died mid-run: hand them out again, or fail those out of attempts."""
     requeued = failed = 0
@@ -111,7 +110,7 @@ def jobs_requeue_expired(*, now: dt.datetime) -> tuple[int, int]:
                 lease_expires_at=None,
                 last_error="worker lost: lease expired after the last attempt",
             ):
-                _fail_memory(memory_id)
+                memory_enrichment_status_set(memory_id=memory_id, status=EnrichmentStatus.FAILED)
                 failed += 1
         elif same.update(
             status=JobStatus.PENDING,
@@ -126,66 +125,82 @@ def jobs_requeue_expired(*, now: dt.datetime) -> tuple[int, int]:
     return requeued, failed
 
 
-def jobs_due(*, now: dt.datetime, limit: int) -> list[tuple[int, str, dt.datetime | None]]:
-    """Up to `limit` jobs to send: the normal queue first, then deferred ones now due."""
+def jobs_due(
+    *, now: dt.datetime, limit: int, jobs=None
+) -> list[tuple[int, str, dt.datetime | None]]:
+    """Up to `limit` jobs to send (of `jobs`, default all): pending ones first, then deferred
+    ones now due."""
+    jobs = EnrichmentJob.objects.all() if jobs is None else jobs
     redispatch_before = now - dt.timedelta(seconds=settings.ENRICHMENT_REDISPATCH_SECONDS)
     not_in_flight = Q(dispatched_at__isnull=True) | Q(dispatched_at__lt=redispatch_before)
     due = Q(not_before__isnull=True) | Q(not_before__lte=now)
     fields = ("pk", "status", "dispatched_at")
     normal = list(
-        EnrichmentJob.objects.filter(Q(status=JobStatus.PENDING) & due & not_in_flight)
+        jobs.filter(Q(status=JobStatus.PENDING) & due & not_in_flight)
         .order_by("id")
         .values_list(*fields)[:limit]
     )
     if len(normal) >= limit:
         return normal
     deferred = list(
-        EnrichmentJob.objects.filter(
-            Q(status=JobStatus.DEFERRED) & Q(not_before__lte=now) & not_in_flight
-        )
+        jobs.filter(Q(status=JobStatus.DEFERRED) & Q(not_before__lte=now) & not_in_flight)
         .order_by("not_before", "id")
         .values_list(*fields)[: limit - len(normal)]
     )
     return normal + deferred
 
 
-def jobs_sweep(*, now: dt.datetime | None = None, limit: int | None = None) -> SweepResult:
-    """One cycle of the beat sweep (also `trigger` and `manage.py enrich`)."""
+def jobs_sweep(
+    *, now: dt.datetime | None = None, limit: int | None = None, jobs=None
+) -> SweepResult:
+    """One cycle of the beat sweep (also `trigger` and `manage.py enrich`, which may narrow the
+    dispatch to `jobs`)."""
     now = now or timezone.now()
-    released = costs.budget_reservations_expire(now=now)
+    released = budget.budget_reservations_expire(now=now)
     requeued, failed = jobs_requeue_expired(now=now)
     dispatched = 0
     if settings.ENRICHMENT_WORKER_ENABLED:
         for pk, status, dispatched_at in jobs_due(
-            now=now, limit=limit or settings.ENRICHMENT_BATCH_SIZE
+            now=now, limit=limit or settings.ENRICHMENT_BATCH_SIZE, jobs=jobs
         ):
             # Compare-and-set, so two sweeps running at once send each job once.
             if EnrichmentJob.objects.filter(
                 pk=pk, status=status, dispatched_at=dispatched_at
             ).update(dispatched_at=now):
                 dispatched += job_dispatch(job_id=pk)
-    return SweepResult(dispatched, requeued, failed, released)
+    result = SweepResult(dispatched, requeued, failed, released)
+    log = logger.info if dispatched or requeued or failed or released else logger.debug
+    log("sweep: %s", result)
+    return result
 
 
 # --- processing one job -------------------------------------------------------------------------
 
 
 def _claim(*, job_id: int, worker: str) -> bool:
+    """Compare-and-set the job to processing. At most one run per memory is in flight (a
+    partial unique index): a job whose memory is being enriched by another run stays waiting,
+    and that run dispatches it when it ends."""
     now = timezone.now()
-    return bool(
-        EnrichmentJob.objects.filter(
-            Q(pk=job_id),
-            Q(status__in=WAITING_STATUSES),
-            Q(not_before__isnull=True) | Q(not_before__lte=now),
-        ).update(
-            status=JobStatus.PROCESSING,
-            attempts=F("attempts") + 1,
-            lease_expires_at=now + dt.timedelta(seconds=settings.ENRICHMENT_LEASE_SECONDS),
-            started_at=now,
-            worker=worker[:255],
-            deferred_reason="",
-        )
-    )
+    try:
+        with transaction.atomic():
+            return bool(
+                EnrichmentJob.objects.filter(
+                    Q(pk=job_id),
+                    Q(status__in=WAITING_STATUSES),
+                    Q(not_before__isnull=True) | Q(not_before__lte=now),
+                ).update(
+                    status=JobStatus.PROCESSING,
+                    attempts=F("attempts") + 1,
+                    lease_expires_at=now + dt.timedelta(seconds=settings.ENRICHMENT_LEASE_SECONDS),
+                    started_at=now,
+                    worker=worker[:255],
+                    deferred_reason="",
+                )
+            )
+    except IntegrityError:
+        logger.debug("job %s waits: another run of its memory is in flight", job_id)
+        return False
 
 
 def _ours(job: EnrichmentJob):
@@ -203,25 +218,33 @@ def _finish(job: EnrichmentJob, status: str, error: str = "") -> bool:
     )
 
 
+def _dispatch_at(job_id: int, until: dt.datetime) -> None:
+    """Send the job to run at `until` when that is soon; later ones are the sweep's."""
+    delay = (until - timezone.now()).total_seconds()
+    if delay <= SOON_SECONDS and EnrichmentJob.objects.filter(
+        pk=job_id, dispatched_at__isnull=True
+    ).update(dispatched_at=timezone.now()):
+        job_dispatch(job_id=job_id, countdown=max(0.0, delay))
+
+
 def _defer(job: EnrichmentJob, *, until: dt.datetime, reason: str) -> None:
-    # Not an attempt: no AI call was made.
+    # Not an attempt: no AI call was made (or the provider asked us to wait).
     if _ours(job).update(
         status=JobStatus.DEFERRED,
-        queue=JobQueue.DEFERRED,
         not_before=until,
         deferred_reason=reason,
         dispatched_at=None,
         lease_expires_at=None,
         attempts=F("attempts") - 1,
     ):
-        Memory.objects.filter(pk=job.memory_id, deleted_at__isnull=True).update(
-            enrichment_status=EnrichmentStatus.DEFERRED
-        )
+        memory_enrichment_status_set(memory_id=job.memory_id, status=EnrichmentStatus.DEFERRED)
         logger.info("job %s deferred until %s: %s", job.pk, until.isoformat(), reason)
+        _dispatch_at(job.pk, until)
 
 
 def retry_delay(*, attempts: int, retry_after: float | None) -> float:
-    """Exponential backoff with full jitter, never sooner than the provider's Retry-After."""
+    """Exponential backoff with "equal jitter" (a random half to all of the ceiling), never
+    sooner than the provider's Retry-After."""
     ceiling = min(
         settings.ENRICHMENT_RETRY_MAX_SECONDS,
         settings.ENRICHMENT_RETRY_BASE_SECONDS * (2 ** max(0, attempts - 1)),
@@ -232,65 +255,69 @@ def retry_delay(*, attempts: int, retry_after: float | None) -> float:
 
 def _retry_or_fail(job: EnrichmentJob, error: ProviderError) -> str:
     message = str(error)[:2000]
+    if error.rate_limited:
+        # Not an outage and not the job's fault: wait as long as the provider asked.
+        wait = (
+            error.retry_after
+            if error.retry_after is not None
+            else retry_delay(attempts=1, retry_after=None)
+        )
+        _defer(job, until=timezone.now() + dt.timedelta(seconds=wait), reason=RATE_LIMITED)
+        return "deferred"
     if error.retryable and job.attempts < settings.ENRICHMENT_MAX_ATTEMPTS:
         delay = retry_delay(attempts=job.attempts, retry_after=error.retry_after)
-        _ours(job).update(
+        until = timezone.now() + dt.timedelta(seconds=delay)
+        if _ours(job).update(
             status=JobStatus.PENDING,
-            not_before=timezone.now() + dt.timedelta(seconds=delay),
+            not_before=until,
             dispatched_at=None,
             lease_expires_at=None,
             last_error=message,
-        )
-        Memory.objects.filter(pk=job.memory_id, deleted_at__isnull=True).update(
-            enrichment_status=EnrichmentStatus.PENDING
-        )
+        ):
+            memory_enrichment_status_set(memory_id=job.memory_id, status=EnrichmentStatus.PENDING)
+            _dispatch_at(job.pk, until)
         logger.warning("job %s: %s; retry %s in %.1fs", job.pk, message, job.attempts, delay)
         return "retrying"
     if _finish(job, JobStatus.FAILED, message):
-        _fail_memory(job.memory_id)
+        memory_enrichment_status_set(memory_id=job.memory_id, status=EnrichmentStatus.FAILED)
     logger.error("job %s failed after %s attempts: %s", job.pk, job.attempts, message)
     return "failed"
 
 
-class _BudgetRefused(Exception):
-    pass
-
-
-def _metered_call(*, job, memory, provider: Provider, operation: str, model: str, estimate, call):
-    """Reserve the estimate, call, settle the real cost (also for a billed malformed answer)."""
-    estimate_cents = costs.cost_compute(
+def _metered(
+    job: EnrichmentJob, memory: Memory, provider: Provider, *, operation, model, estimate, call
+):
+    """One AI call of the job through the metering door; the first one of a job counts as an
+    enrichment run of the user (also if the run is later superseded or lost)."""
+    counts = not job.usage_counted
+    with metering.meter(
+        operation=operation,
         provider=provider.name,
         model=model,
+        user_id=memory.user_id,
+        memory_id=memory.pk,
         input_tokens=estimate.input_tokens,
-        output_tokens=estimate.output_tokens,
-    )
-    reservation = costs.budget_reserve(
-        estimate_cents=estimate_cents, user=memory.user, memory=memory
-    )
-    if reservation is None:
-        raise _BudgetRefused
-    try:
-        result = call()
-    except ProviderError as exc:
-        usage = getattr(exc, "usage", None)
-        if usage is not None:
-            costs.budget_settle(
-                reservation=reservation, user=memory.user, memory=memory, operation=operation,
-                provider=provider.name, model=model, input_tokens=usage.input_tokens,
-                output_tokens=usage.output_tokens, cached_tokens=usage.cached_tokens,
-            )  # fmt: skip
-        else:
-            costs.budget_release(reservation=reservation)
-        raise
-    except BaseException:
-        costs.budget_release(reservation=reservation)
-        raise
-    costs.budget_settle(
-        reservation=reservation, user=memory.user, memory=memory, operation=operation,
-        provider=provider.name, model=result.model, input_tokens=result.usage.input_tokens,
-        output_tokens=result.usage.output_tokens, cached_tokens=result.usage.cached_tokens,
-    )  # fmt: skip
+        max_output_tokens=estimate.output_tokens,
+        counts_enrichment=counts,
+    ) as metered:
+        if counts:
+            _ours(job).update(usage_counted=True)
+            job.usage_counted = True
+        try:
+            result = call()
+        except ProviderError as error:
+            metered.fail(usage=error.usage, outage=not error.rate_limited)
+            raise
+        metered.settle(model=result.model, usage=result.usage)
     return result
+
+
+def _text_current(job: EnrichmentJob) -> bool:
+    text = Memory.objects.filter(pk=job.memory_id, deleted_at__isnull=True).values_list(
+        "text_content", flat=True
+    )
+    current = text.first()
+    return current is not None and text_hash(current) == job.text_hash
 
 
 def job_process(*, job_id: int, worker: str = "", provider: Provider | None = None) -> str:
@@ -303,7 +330,14 @@ def job_process(*, job_id: int, worker: str = "", provider: Provider | None = No
         return "disabled"
     if not _claim(job_id=job_id, worker=worker or f"pid-{os.getpid()}"):
         return "not_claimed"
-    job = EnrichmentJob.objects.select_related("memory", "memory__user").get(pk=job_id)
+    job = EnrichmentJob.objects.select_related("memory").get(pk=job_id)
+    try:
+        return _run(job, provider or get_provider())
+    finally:
+        _dispatch_waiting(memory_id=job.memory_id, after=job.pk)
+
+
+def _run(job: EnrichmentJob, provider: Provider) -> str:
     memory = job.memory
     if memory.deleted_at is not None:
         _finish(job, JobStatus.CANCELLED, "memory deleted")
@@ -311,93 +345,84 @@ def job_process(*, job_id: int, worker: str = "", provider: Provider | None = No
     if text_hash(memory.text_content) != job.text_hash:
         _finish(job, JobStatus.CANCELLED, "superseded by newer text")
         return "superseded"
-
-    if costs.budget_breaker_state() == "open":
-        _defer(job, until=next_reset(), reason="budget")
-        return "deferred"
-    refusal = costs.usage_check_enrichment(user=memory.user)
-    if refusal:
-        _defer(job, until=next_reset(), reason=refusal)
-        return "deferred"
-    if not costs.provider_breaker_allow():
-        cooldown = dt.timedelta(seconds=settings.AI_PROVIDER_COOLDOWN_SECONDS)
-        _defer(job, until=timezone.now() + cooldown, reason="provider_breaker")
-        return "deferred"
-
-    Memory.objects.filter(pk=memory.pk, deleted_at__isnull=True).update(
-        enrichment_status=EnrichmentStatus.PROCESSING
-    )
-    provider = provider or get_provider()
+    memory_enrichment_status_set(memory_id=memory.pk, status=EnrichmentStatus.PROCESSING)
     text = memory.text_content
     classification = job.classification
-    called = False  # whether this run reached the provider (it judges a half-open probe)
     try:
         if classification is None:
-            result = _metered_call(
-                job=job, memory=memory, provider=provider, operation="classification",
+            result = _metered(
+                job, memory, provider, operation="classification",
                 model=provider.classification_model,
                 estimate=provider.estimate_classification_tokens(text),
                 call=lambda: provider.classify(text),
             )  # fmt: skip
-            called = True
             classification = {"category": result.category, "tags": result.tags}
             _ours(job).update(classification=classification)
-        embedding = _metered_call(
-            job=job, memory=memory, provider=provider, operation="embedding",
-            model=provider.embedding_model,
+            if not _text_current(job):
+                # Edited while we classified: don't pay for an embedding of the old text.
+                _finish(job, JobStatus.CANCELLED, "superseded by newer text")
+                return "superseded"
+        embedding = _metered(
+            job, memory, provider, operation="embedding", model=provider.embedding_model,
             estimate=provider.estimate_embedding_tokens(text),
             call=lambda: provider.embed(text),
         )  # fmt: skip
-    except _BudgetRefused:
-        if called:
-            costs.provider_breaker_record_success()
-        else:
-            costs.provider_breaker_release_probe()  # no call made: let another caller probe
-        if costs.budget_breaker_state() == "open":
-            _defer(job, until=next_reset(), reason="budget")
-        else:
-            # Under the limit, but calls in flight hold the rest: they may settle for less.
-            retry_at = timezone.now() + dt.timedelta(
-                seconds=settings.ENRICHMENT_BUDGET_RETRY_SECONDS
-            )
-            _defer(job, until=min(retry_at, next_reset()), reason="budget_reserved")
+    except metering.Refused as refused:
+        _defer(job, until=refused.until, reason=refused.reason)
         return "deferred"
     except ProviderError as error:
-        costs.provider_breaker_record_failure()
         return _retry_or_fail(job, error)
-    costs.provider_breaker_record_success()
-    return _complete(job, memory, classification, embedding)
+    return _complete(job, classification, embedding)
 
 
-def _complete(job: EnrichmentJob, memory: Memory, classification: dict, embedding) -> str:
-    with transaction.atomic():
-        locked = Memory.objects.select_for_update().filter(pk=memory.pk).first()
-        if locked is None or locked.deleted_at is not None:
-            _finish(job, JobStatus.CANCELLED, "memory deleted")
-            return "cancelled"
-        if text_hash(locked.text_content) != job.text_hash:
-            # The text changed while we worked: the newer job's result is the one to keep.
-            _finish(job, JobStatus.CANCELLED, "superseded by newer text")
-            return "superseded"
-        if not _finish(job, JobStatus.COMPLETED):
-            return "lost_claim"  # our lease expired and another run owns the job now
-        now = timezone.now()
-        Memory.objects.filter(pk=memory.pk).update(
-            category=classification["category"],
-            tags=classification["tags"],
-            enrichment_status=EnrichmentStatus.ENRICHED,
-            enriched_at=now,
-            updated_at=now,
-        )
-        # Lock order, as in memory_create: the user's usage row, then the memory tally.
-        costs.usage_record_enrichment(user=memory.user)
-        embedding_save(
-            memory_id=memory.pk,
-            model=embedding.model,
-            dimensions=embedding.dimensions,
-            vector=embedding.vector,
-        )
+def _complete(job: EnrichmentJob, classification: dict, embedding) -> str:
+    outcome = memory_enrichment_apply(
+        memory_id=job.memory_id,
+        text_hash_is=lambda text: text_hash(text) == job.text_hash,
+        confirm=lambda: _finish(job, JobStatus.COMPLETED),
+        category=classification["category"],
+        tags=classification["tags"],
+        embedding=embedding,
+    )
+    if outcome == "deleted":
+        _finish(job, JobStatus.CANCELLED, "memory deleted")
+        return "cancelled"
+    if outcome == "superseded":
+        # The text changed while we worked: the newer job's result is the one to keep.
+        _finish(job, JobStatus.CANCELLED, "superseded by newer text")
+        return "superseded"
+    if outcome == "unconfirmed":
+        return "lost_claim"  # our lease expired and another run owns the job now
     return "completed"
+
+
+def _dispatch_waiting(*, memory_id, after: int) -> None:
+    """A run of this memory ended: send the memory's job that waited for it, if one is due."""
+    now = timezone.now()
+    waiting = (
+        EnrichmentJob.objects.filter(memory_id=memory_id, status__in=WAITING_STATUSES)
+        .filter(Q(not_before__isnull=True) | Q(not_before__lte=now))
+        .exclude(pk=after)
+        .values_list("pk", flat=True)
+        .first()
+    )
+    if waiting is not None:
+        EnrichmentJob.objects.filter(pk=waiting).update(dispatched_at=now)
+        job_dispatch(job_id=waiting)
+
+
+def jobs_wake(*, reasons: tuple[str, ...] | list[str]) -> int:
+    """Jobs deferred for one of `reasons` become due now and the first batch is dispatched:
+    the budget breaker closed (resume, a raised limit) or budget held in flight was given back.
+    Returns how many were woken."""
+    now = timezone.now()
+    woken = EnrichmentJob.objects.filter(
+        status=JobStatus.DEFERRED, deferred_reason__in=reasons, not_before__gt=now
+    ).update(not_before=now, dispatched_at=None)
+    if woken:
+        logger.info("%s deferred job(s) woken (%s)", woken, ", ".join(reasons))
+        jobs_sweep(now=now)
+    return woken
 
 
 # --- staff actions ------------------------------------------------------------------------------
@@ -421,7 +446,7 @@ def jobs_retry(*, queryset) -> int:
             ).exists():
                 continue  # it is already queued again
             job_create_for_memory(memory=memory)
-            Memory.objects.filter(pk=memory.pk).update(enrichment_status=EnrichmentStatus.PENDING)
+            memory_enrichment_status_set(memory_id=memory.pk, status=EnrichmentStatus.PENDING)
             retried += 1
     return retried
 
@@ -442,7 +467,7 @@ def memories_enrich_again(*, memories) -> int:
             if EnrichmentJob.objects.filter(memory=memory, status__in=ACTIVE_STATUSES).exists():
                 continue
             job_create_for_memory(memory=memory)
-            Memory.objects.filter(pk=memory.pk).update(enrichment_status=EnrichmentStatus.PENDING)
+            memory_enrichment_status_set(memory_id=memory.pk, status=EnrichmentStatus.PENDING)
             queued += 1
     return queued
 

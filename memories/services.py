@@ -4,12 +4,14 @@ imports) records its job atomically with the memory and dispatches it on commit.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from django.db import transaction
 from django.dispatch import Signal
 from django.utils import timezone
 
 from common.clock import day_start, today
-from costs.services import usage_record_memory_created
+from costs.usage import usage_record_memory_created
 
 from .models import Embedding, EnrichmentStatus, Memory
 from .tally import tally_add
@@ -67,6 +69,57 @@ def memory_delete(*, memory: Memory) -> None:
             deleted_same_day=int(memory.created_at >= day_start(today())),
             embeddings_removed=int(Embedding.objects.filter(memory_id=memory.pk).exists()),
         )
+
+
+def memory_enrichment_status_set(*, memory_id, status: str) -> bool:
+    """Show where a live memory's enrichment stands (pending, processing, deferred, failed)."""
+    return bool(
+        Memory.objects.filter(pk=memory_id, deleted_at__isnull=True).update(
+            enrichment_status=status
+        )
+    )
+
+
+def memory_enrichment_apply(
+    *,
+    memory_id,
+    text_hash_is: Callable[[str], bool],
+    confirm: Callable[[], bool],
+    category: str,
+    tags: list[str],
+    embedding,
+) -> str:
+    """Write a finished enrichment, in one transaction, only if the memory is alive, its text is
+    still the text that was enriched (`text_hash_is(text)`), and `confirm()` (the caller's own
+    write, e.g. its job's completion) succeeds. Returns "enriched", "deleted", "superseded" or
+    "unconfirmed".
+
+    Lock order for every writer of enrichment results: the memory row, then (through
+    embedding_save) the user's tally row; memory_create takes the usage row, then the tally,
+    and never the memory row of another transaction, so the two cannot deadlock."""
+    with transaction.atomic():
+        locked = Memory.objects.select_for_update().filter(pk=memory_id).first()
+        if locked is None or locked.deleted_at is not None:
+            return "deleted"
+        if not text_hash_is(locked.text_content):
+            return "superseded"
+        if not confirm():
+            return "unconfirmed"
+        now = timezone.now()
+        Memory.objects.filter(pk=memory_id).update(
+            category=category,
+            tags=tags,
+            enrichment_status=EnrichmentStatus.ENRICHED,
+            enriched_at=now,
+            updated_at=now,
+        )
+        embedding_save(
+            memory_id=memory_id,
+            model=embedding.model,
+            dimensions=embedding.dimensions,
+            vector=embedding.vector,
+        )
+    return "enriched"
 
 
 def embedding_save(*, memory_id, model: str, dimensions: int, vector: list[float]) -> None:

@@ -28,8 +28,8 @@ from django.views.decorators.http import require_GET, require_POST
 
 from alerting import selectors as alerting_selectors
 from common.admin import cents_exact, usd
+from costs import budget as costs_budget
 from costs import selectors as costs_selectors
-from costs import services as costs_services
 from enrichment import selectors as enrichment_selectors
 from enrichment import services as enrichment_services
 from enrichment.models import EnrichmentJob, JobStatus
@@ -349,7 +349,7 @@ def trigger(request: HttpRequest) -> HttpResponse:
 @require_POST
 def pause(request: HttpRequest) -> HttpResponse:
     # As POST /api/v1/admin/circuit-breaker/pause.
-    if costs_services.budget_pause():
+    if costs_budget.budget_pause():
         messages.success(request, "AI paused until resumed or the daily reset.")
     else:
         messages.warning(request, "AI was already paused.")
@@ -359,9 +359,9 @@ def pause(request: HttpRequest) -> HttpResponse:
 @require_POST
 def resume(request: HttpRequest) -> HttpResponse:
     # As POST /api/v1/admin/circuit-breaker/resume.
-    if not costs_services.budget_resume():
+    if not costs_budget.budget_resume():
         messages.warning(request, "AI was not paused.")
-    elif costs_services.budget_breaker_state() == "open":
+    elif costs_budget.budget_breaker_state() == "open":
         messages.warning(
             request,
             "AI resumed, but today's budget is spent: the breaker stays open until the daily "

@@ -10,9 +10,9 @@ from django.test import Client
 from django.urls import reverse
 
 from common.clock import today
-from costs import services
+from costs import breaker, budget, usage
 from costs.models import AICostRecord, DailyBudget, ModelPrice, ProviderBreaker, UserUsage
-from costs.tests.helpers import settle_flat
+from costs.tests.helpers import reserve, settle_flat
 
 pytestmark = pytest.mark.django_db
 
@@ -29,10 +29,10 @@ def admin_client(make_user) -> Client:
 @pytest.fixture
 def some_data(flat_price, settings, user):
     settings.AI_DAILY_BUDGET_CENTS = D("100")
-    reservation = services.budget_reserve(estimate_cents=D(5), user=user)
+    reservation = reserve(D(5), user=user)
     settle_flat(reservation, tokens=5, user=user, operation="embedding")
-    services.usage_record_memory_created(user=user)
-    services.provider_breaker_record_failure()
+    usage.usage_record_memory_created(user=user)
+    breaker.provider_breaker_record_failure()
 
 
 @pytest.mark.parametrize(
@@ -89,7 +89,7 @@ def test_todays_limit_is_changed_through_the_service(admin_client, some_data):
     assert response.status_code == 302, response.content
     row.refresh_from_db()
     assert row.limit_overridden and row.limit_cents == D("4.5")
-    assert services.budget_breaker_state() == "open"
+    assert budget.budget_breaker_state() == "open"
 
 
 def test_a_past_day_cannot_be_changed(admin_client, some_data):
@@ -104,22 +104,22 @@ def test_pause_and_resume_actions(admin_client, some_data):
     url = reverse("admin:costs_dailybudget_changelist")
     row = DailyBudget.objects.get(day=today())
     admin_client.post(url, {"action": "pause_today", "_selected_action": [row.pk]})
-    assert services.budget_breaker_state() == "open"
+    assert budget.budget_breaker_state() == "open"
     admin_client.post(url, {"action": "resume_today", "_selected_action": [row.pk]})
-    assert services.budget_breaker_state() == "closed"
+    assert budget.budget_breaker_state() == "closed"
 
 
 def test_close_the_provider_breaker_action(admin_client, some_data, settings):
     settings.AI_PROVIDER_FAILURE_THRESHOLD = 1
-    services.provider_breaker_record_failure()
-    breaker = ProviderBreaker.objects.get()
-    assert breaker.state == "open"
+    breaker.provider_breaker_record_failure()
+    row = ProviderBreaker.objects.get()
+    assert row.state == "open"
     admin_client.post(
         reverse("admin:costs_providerbreaker_changelist"),
-        {"action": "close_breaker", "_selected_action": [breaker.pk]},
+        {"action": "close_breaker", "_selected_action": [row.pk]},
     )
-    breaker.refresh_from_db()
-    assert breaker.state == "closed"
+    row.refresh_from_db()
+    assert row.state == "closed"
 
 
 def test_user_limits_are_editable_on_the_user(admin_client, user):

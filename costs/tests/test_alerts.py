@@ -14,9 +14,9 @@ from alerting.models import Alert, AlertStatus, DeliveryStatus
 from alerting.tests import conftest as alerting_fixtures
 from common.errors import LimitExceededError
 from common.testing import run_in_threads
-from costs import services, signals
+from costs import breaker, budget, metering, signals, usage
 from costs.apps import _connect_alerts
-from costs.tests.helpers import settle_flat, spend_flat
+from costs.tests.helpers import count_enrichment, reserve, settle_flat, spend_flat
 
 pytestmark = pytest.mark.django_db
 
@@ -137,17 +137,13 @@ def test_spending_half_the_budget_sends_one_email_and_records_it(settings, smtp,
     settings.AI_BUDGET_ALERT_THRESHOLDS = [50, 75, 100]
 
     def call(*, operation: str, model: str, input_tokens: int, output_tokens: int = 0):
-        reservation = services.budget_reserve(estimate_cents=D("30"))
-        return services.budget_settle(
-            reservation=reservation,
-            user=None,
-            memory=None,
-            operation=operation,
-            provider="openai",
-            model=model,
-            input_tokens=input_tokens,
-            output_tokens=output_tokens,
-        )
+        held = budget.budget_reserve(
+            estimate_cents=D("30"), user_id=None, memory_id=None, operation=operation,
+            provider="openai", model=model, input_tokens=0, output_tokens=0,
+        )  # fmt: skip
+        return budget.budget_settle(
+            reservation=held, model=model, input_tokens=input_tokens, output_tokens=output_tokens
+        ).record
 
     with time_machine.travel(DAY, tick=False):
         # text-embedding-3-small at $0.02 / 1M tokens: 80 ¢, 40 % of the budget.
@@ -195,7 +191,7 @@ def test_8_threads_settling_across_the_thresholds_raise_each_alert_once(
     settings.AI_BUDGET_ALERT_THRESHOLDS = [50, 75, 100]
 
     def settle_one_cent(index: int):
-        reservation = services.budget_reserve(estimate_cents=D("1"))
+        reservation = reserve(D("1"))
         return settle_flat(reservation, tokens=1)
 
     with time_machine.travel(DAY, tick=True):
@@ -245,7 +241,7 @@ def test_a_user_reaching_the_memory_limit_gets_one_info_alert_per_day(
 
     def create(user) -> None:
         with django_capture_on_commit_callbacks(execute=True):
-            services.usage_record_memory_created(user=user)
+            usage.usage_record_memory_created(user=user)
 
     with time_machine.travel(DAY, tick=False):
         create(alice)
@@ -290,12 +286,13 @@ def test_the_enrichment_and_cost_limits_alert_once_each(
 
     with time_machine.travel(DAY, tick=False):
         with django_capture_on_commit_callbacks(execute=True):
-            services.usage_record_enrichment(user=alice)
+            assert count_enrichment(alice) is None
         with django_capture_on_commit_callbacks(execute=True):
-            assert services.usage_check_enrichment(user=alice) == "user_enrichment_limit"
+            assert count_enrichment(alice) == "user_enrichment_limit"
         spend(2, user=alice)
         spend(1, user=alice)  # 3 ¢: over her own 2.5 ¢ limit
-        spend(1, user=alice)
+        with pytest.raises(metering.Refused):
+            spend(1, user=alice)  # refused, and not announced again
 
     alerts = user_alerts()
     assert keys(alerts) == [
@@ -325,20 +322,20 @@ def test_the_provider_breaker_alerts_when_it_opens_and_recovers_when_it_closes(
         return [(a.kind, a.severity, a.dedup_key) for a in rows]
 
     with time_machine.travel(DAY, tick=False) as clock:
-        step(services.provider_breaker_record_failure)
+        step(breaker.provider_breaker_record_failure)
         assert breaker_alerts() == []
-        step(services.provider_breaker_record_failure)  # opens
+        step(breaker.provider_breaker_record_failure)  # opens
         opened = [("provider_breaker_open", "critical", "provider-breaker-open:1")]
         assert breaker_alerts() == opened
         # Probe cycles (half open -> open again) are the same opening: no new alert.
         for _ in range(2):
             clock.shift(61)
-            step(lambda: services.provider_breaker_allow())
-            step(services.provider_breaker_record_failure)
+            step(lambda: breaker.provider_breaker_allow())
+            step(breaker.provider_breaker_record_failure)
         assert breaker_alerts() == opened
         clock.shift(61)
-        step(lambda: services.provider_breaker_allow())
-        step(services.provider_breaker_record_success)  # closes
+        step(lambda: breaker.provider_breaker_allow())
+        step(breaker.provider_breaker_record_success)  # closes
         recovered = (
             "provider_breaker_open_recovered",
             "info",
@@ -346,8 +343,8 @@ def test_the_provider_breaker_alerts_when_it_opens_and_recovers_when_it_closes(
         )
         assert breaker_alerts() == [*opened, recovered]
         # A new opening is a new alert.
-        step(services.provider_breaker_record_failure)
-        step(services.provider_breaker_record_failure)
+        step(breaker.provider_breaker_record_failure)
+        step(breaker.provider_breaker_record_failure)
     assert breaker_alerts() == [
         *opened,
         recovered,

@@ -10,8 +10,9 @@ import pytest
 from django.core.management import CommandError, call_command
 
 from common.clock import today
-from costs import selectors, services
+from costs import breaker, budget, selectors
 from costs.models import AICostRecord
+from costs.tests.helpers import reserve
 from costs.tests.helpers import spend_flat as spend
 
 pytestmark = pytest.mark.django_db
@@ -48,12 +49,12 @@ def test_budget_sets_pauses_and_resumes(flat_price, budget_200):
     out = run("budget", "--set-today", "100")
     assert "Today's budget set to 100 cents." in out
     assert "Breaker      open" in out and "(set by staff)" in out
-    assert services.budget_breaker_state() == "open"
+    assert budget.budget_breaker_state() == "open"
     out = run("budget", "--reset-today")
     assert "Limit        200.000000 cents (AI_DAILY_BUDGET_CENTS)" in out
     out = run("budget", "--pause")
     assert "Breaker      open (paused by staff)" in out
-    assert services.budget_reserve(estimate_cents=D(1)) is None
+    assert reserve(D(1)) is None
     out = run("budget", "--resume")
     assert out.startswith("AI resumed.") and "Breaker      closed" in out
     assert run("budget", "--resume").startswith("AI was not paused.")
@@ -61,7 +62,7 @@ def test_budget_sets_pauses_and_resumes(flat_price, budget_200):
 
 def test_budget_closes_the_provider_breaker(budget_200):
     for _ in range(5):
-        services.provider_breaker_record_failure()
+        breaker.provider_breaker_record_failure()
     assert "Provider     open, 5 consecutive" in run("budget")
     assert "Provider     closed, 0" in run("budget", "--close-provider-breaker")
 

@@ -13,10 +13,10 @@ from django.db import connection
 from django.db.models import Count, Sum
 
 from common.clock import today
-from costs import services
+from costs import budget, metering
 from costs.models import AICostRecord, BudgetReservation, DailyBudget, ModelPrice, UserUsage
 from costs.money import cents
-from costs.tests.helpers import settle_flat
+from costs.tests.helpers import meter_flat, reserve, settle_flat
 
 from .conftest import EPOCH
 
@@ -43,8 +43,9 @@ def run_threads(work, workers: int = WORKERS) -> list:
 def test_the_budget_is_exact_under_a_race_of_reserving_and_settling_threads(
     settings, flat_price, make_user
 ):
-    """Estimate == real cost (3 ¢): exactly floor(100 / 3) calls fit, never one more, and a
-    thread is refused only when the budget really cannot take another call."""
+    """Estimate == real cost (3 ¢), through the metering door: exactly floor(100 / 3) calls fit,
+    never one more; a thread refused while others hold the rest tries again, and the budget is
+    declared exhausted (breaker open at 99 %) once nothing in flight can free room."""
     assert connection.vendor == "postgresql"
     settings.AI_DAILY_BUDGET_CENTS = D("100")
     users = [make_user(f"racer{i}@example.com") for i in range(4)]
@@ -53,10 +54,13 @@ def test_the_budget_is_exact_under_a_race_of_reserving_and_settling_threads(
         user = users[index % len(users)]
         calls = 0
         while True:
-            reservation = services.budget_reserve(estimate_cents=D("3"), user=user)
-            if reservation is None:
+            try:
+                meter_flat(3, user=user)
+            except metering.Refused as refused:
+                if refused.reason == "budget_reserved":
+                    continue
+                assert refused.reason == "budget_exhausted"
                 return calls
-            settle_flat(reservation, tokens=3, user=user)
             calls += 1
 
     calls = run_threads(work)
@@ -65,6 +69,7 @@ def test_the_budget_is_exact_under_a_race_of_reserving_and_settling_threads(
     assert row.spent_cents == D("99")  # <= 100, and 100 - 99 < 3: nobody blocked under budget
     assert row.reserved_cents == 0
     assert row.operation_count == 33
+    assert row.exhausted_at is not None and budget.budget_breaker_state() == "open"
     ledger = AICostRecord.objects.filter(day=today()).aggregate(
         n=Count("id"), total=Sum("cost_cents")
     )
@@ -91,16 +96,16 @@ def test_spend_never_passes_the_limit_by_more_than_the_estimate_error(settings):
         refusals = 0
         while refusals < 3:
             estimate = cents(D(rng.randint(100_000, 3_000_000)) / 1_000_000)
-            reservation = services.budget_reserve(estimate_cents=estimate)
+            reservation = reserve(estimate)
             if reservation is None:
                 refusals += 1
                 continue
             if rng.random() < 0.15:
-                services.budget_release(reservation=reservation)
+                budget.budget_release(reservation=reservation)
                 continue
             tokens = int(estimate * 1_000_000 * D(rng.uniform(0.2, 1.3)).quantize(D("0.01")))
-            record = services.budget_settle(
-                reservation=reservation,
+            record = settle_flat(
+                reservation,
                 user=None,
                 memory=None,
                 operation="embedding",
@@ -133,7 +138,7 @@ def test_spend_never_passes_the_limit_by_more_than_the_estimate_error(settings):
 def test_settling_the_same_reservation_from_many_threads_records_it_once(settings, flat_price):
     assert connection.vendor == "postgresql"
     settings.AI_DAILY_BUDGET_CENTS = D("100")
-    reservation = services.budget_reserve(estimate_cents=D("5"))
+    reservation = reserve(D("5"))
 
     def work(_):
         return settle_flat(reservation, tokens=4, operation="embedding").pk
@@ -147,7 +152,7 @@ def test_settling_the_same_reservation_from_many_threads_records_it_once(setting
 def test_racing_to_create_the_days_row_creates_one(settings):
     assert connection.vendor == "postgresql"
     settings.AI_DAILY_BUDGET_CENTS = D("1000")
-    results = run_threads(lambda _: services.budget_reserve(estimate_cents=D("1")))
+    results = run_threads(lambda _: reserve(D("1")))
     assert all(results)
     assert DailyBudget.objects.count() == 1
     assert DailyBudget.objects.get().reserved_cents == D(WORKERS)

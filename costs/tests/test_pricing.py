@@ -13,7 +13,7 @@ from django.core.management import call_command
 from costs.models import AICostRecord, DailyBudget, ModelPrice
 from costs.money import cents
 from costs.prices import price_entries, prices_load
-from costs.services import cost_compute, price_quote
+from costs.pricing import cost_compute, price_quote
 
 pytestmark = pytest.mark.django_db
 
@@ -115,7 +115,7 @@ def test_an_unknown_model_uses_the_fallback_price_and_logs_it(caplog, settings):
     settings.AI_FALLBACK_PRICE_INPUT_USD_PER_1M = D("2.50")
     settings.AI_FALLBACK_PRICE_CACHED_INPUT_USD_PER_1M = D("1.25")
     settings.AI_FALLBACK_PRICE_OUTPUT_USD_PER_1M = D("10.00")
-    caplog.set_level(logging.WARNING, logger="costs.services")
+    caplog.set_level(logging.WARNING, logger="costs.pricing")
     cost = cost_compute(
         provider="openai",
         model="gpt-9-turbo",

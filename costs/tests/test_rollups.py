@@ -11,8 +11,9 @@ from django.db import connection
 from django.db.models import Count, Sum
 
 from common.clock import today
-from costs import services
+from costs import budget
 from costs.models import AICostRecord, DailyCostTotal
+from costs.tests.helpers import reserve, settle_flat
 
 GROUP = ("day", "operation", "provider", "model")
 
@@ -40,9 +41,8 @@ def rollup_sums() -> dict:
 
 
 def settle(tokens: int, operation: str = "classification", model: str = "flat"):
-    reservation = services.budget_reserve(estimate_cents=D(tokens) * 3)
-    return services.budget_settle(
-        reservation=reservation, user=None, memory=None, operation=operation,
+    reservation = reserve(D(tokens) * 3)
+    return settle_flat(reservation,  user=None, memory=None, operation=operation,
         provider="test", model=model, input_tokens=tokens, cached_tokens=tokens // 3,
         output_tokens=2,
     )  # fmt: skip
@@ -71,7 +71,7 @@ def test_a_rebuild_gives_the_same_roll_ups(flat_price):
         settle(tokens)
     settle(2, operation="embedding")
     before = rollup_sums()
-    assert services.cost_totals_rebuild() == 2
+    assert budget.cost_totals_rebuild() == 2
     assert rollup_sums() == before == ledger_sums()
 
 

@@ -16,9 +16,9 @@ from common.clock import today
 from common.errors import LimitExceededError
 from common.testing import assert_error
 from conftest import client_for
-from costs import services
+from costs import metering, usage
 from costs.models import UserUsage
-from costs.tests.helpers import settle_flat
+from costs.tests.helpers import count_enrichment, meter_flat
 from memories.models import Memory
 
 URL = "/api/v1/memories"
@@ -79,9 +79,9 @@ def test_an_idempotent_replay_does_not_count_again(api, user, settings):
 @pytest.mark.django_db
 def test_the_service_raises_limit_exceeded_with_retry_after(user, settings):
     settings.USER_DAILY_MEMORY_LIMIT = 1
-    services.usage_record_memory_created(user=user)
+    usage.usage_record_memory_created(user=user)
     with pytest.raises(LimitExceededError) as raised:
-        services.usage_record_memory_created(user=user.pk)
+        usage.usage_record_memory_created(user=user.pk)
     assert int(raised.value.headers["Retry-After"]) >= 1
     assert raised.value.details["kind"] == "memories"
 
@@ -89,33 +89,34 @@ def test_the_service_raises_limit_exceeded_with_retry_after(user, settings):
 @pytest.mark.django_db
 def test_the_enrichment_limit_and_the_users_override(user, settings):
     settings.USER_DAILY_ENRICHMENT_LIMIT = 2
-    assert services.usage_check_enrichment(user=user) is None
-    services.usage_record_enrichment(user=user)
-    services.usage_record_enrichment(user=user)
-    assert services.usage_check_enrichment(user=user) == "user_enrichment_limit"
+    assert count_enrichment(user) is None
+    assert count_enrichment(user) is None
+    assert count_enrichment(user) == "user_enrichment_limit"
     user.daily_enrichment_limit = 3
     user.save()
-    assert services.usage_check_enrichment(user=user) is None
+    assert count_enrichment(user) is None
+    assert count_enrichment(user) == "user_enrichment_limit"
     user.daily_enrichment_limit = 0
     user.save()
     for _ in range(5):
-        services.usage_record_enrichment(user=user)
-    assert services.usage_check_enrichment(user=user) is None
+        assert count_enrichment(user) is None
+    assert UserUsage.objects.get(user=user).enrichments == 8
 
 
 @pytest.mark.django_db
 def test_the_cost_limit(user, settings, flat_price):
     settings.USER_DAILY_COST_CENTS = D("5")
     settings.USER_DAILY_ENRICHMENT_LIMIT = 0
-    reservation = services.budget_reserve(estimate_cents=D("5"), user=user)
-    settle_flat(reservation, tokens=4, user=user)
-    assert services.usage_check_enrichment(user=user) is None  # 4 of 5 cents
-    reservation = services.budget_reserve(estimate_cents=D("1"), user=user)
-    settle_flat(reservation, tokens=1, user=user.pk, operation="embedding")
-    assert services.usage_check_enrichment(user=user) == "user_cost_limit"
+    meter_flat(4, user=user, estimate_tokens=5)  # reserved at 5, settled at 4 cents
+    assert UserUsage.objects.get(user=user).cost_cents == D("4")
+    meter_flat(1, user=user, operation="embedding")  # 5 of 5 cents
+    with pytest.raises(metering.Refused) as refused:
+        meter_flat(1, user=user)
+    assert refused.value.reason == "user_cost_limit"
+    assert UserUsage.objects.get(user=user).cost_cents == D("5")
     user.daily_cost_limit_cents = D("0")  # no limit for this user
     user.save()
-    assert services.usage_check_enrichment(user=user) is None
+    assert meter_flat(1, user=user).cost_cents == D("1")
 
 
 @pytest.mark.django_db(transaction=True)
@@ -131,11 +132,10 @@ def test_user_limit_reached_is_sent_once_per_user_per_day_per_limit(
         create(api)
     create(client_for(bob))
     for _ in range(3):
-        services.usage_record_enrichment(user=user)
-        services.usage_check_enrichment(user=user)
-    for _ in range(2):
-        reservation = services.budget_reserve(estimate_cents=D("1"), user=user)
-        settle_flat(reservation, tokens=1, user=user, operation="embedding")
+        count_enrichment(user)
+    meter_flat(1, user=user, operation="embedding")
+    with pytest.raises(metering.Refused):
+        meter_flat(1, user=user, operation="embedding")
     reached = sorted(
         (c["user_id"], c["limit"], c["day"]) for c in signal_log.of("user_limit_reached")
     )

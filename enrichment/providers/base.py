@@ -51,12 +51,26 @@ class EmbeddingResult:
 
 
 class ProviderError(Exception):
-    """A failed AI call. `retryable` errors (429, 5xx, timeouts) are tried again later."""
+    """A failed AI call. `retryable` errors (429, 5xx, timeouts) are tried again later.
 
-    def __init__(self, message: str, *, retryable: bool, retry_after: float | None = None):
+    `rate_limited`: the provider asked us to slow down (429): not an outage, so it never counts
+    toward opening the provider breaker, and `retry_after` says when to try again. `usage`: the
+    tokens billed all the same (a malformed answer to a call that was made)."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        retryable: bool,
+        retry_after: float | None = None,
+        rate_limited: bool = False,
+        usage: Usage | None = None,
+    ):
         super().__init__(message)
         self.retryable = retryable
         self.retry_after = retry_after
+        self.rate_limited = rate_limited
+        self.usage = usage
 
 
 class Provider(Protocol):

@@ -3,8 +3,11 @@
 
 from __future__ import annotations
 
+import datetime as dt
+import email.utils
 import json
 import logging
+import re
 
 import openai
 from django.conf import settings
@@ -60,12 +63,45 @@ def _usage(raw) -> Usage:
     )
 
 
-def _retry_after(exc: openai.APIStatusError) -> float | None:
-    value = exc.response.headers.get("retry-after") if exc.response is not None else None
-    try:
-        return float(value) if value is not None else None
-    except ValueError:
+_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|h|m|s)")
+_DURATION_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+def _duration(value: str) -> float | None:
+    """OpenAI's reset durations: "1s", "6m0s", "20ms", "1h2m3.5s"."""
+    parts = _DURATION_PART.findall(value.strip())
+    if not parts or "".join(n + u for n, u in parts) != value.strip():
         return None
+    return sum(float(number) * _DURATION_SECONDS[unit] for number, unit in parts)
+
+
+def _retry_after(exc: openai.APIStatusError) -> float | None:
+    """How long the provider asked us to wait, in seconds: `retry-after-ms`, `retry-after`
+    (seconds or an HTTP date), else the later of the `x-ratelimit-reset-*` durations."""
+    headers = exc.response.headers if exc.response is not None else {}
+    try:
+        if headers.get("retry-after-ms") is not None:
+            return max(0.0, float(headers["retry-after-ms"]) / 1000)
+    except ValueError:
+        pass
+    value = headers.get("retry-after")
+    if value is not None:
+        try:
+            return max(0.0, float(value))
+        except ValueError:
+            try:
+                when = email.utils.parsedate_to_datetime(value)
+            except (TypeError, ValueError):
+                when = None
+            if when is not None and when.tzinfo is not None:
+                return max(0.0, (when - dt.datetime.now(dt.UTC)).total_seconds())
+    resets = [
+        _duration(headers[name])
+        for name in ("x-ratelimit-reset-requests", "x-ratelimit-reset-tokens")
+        if headers.get(name)
+    ]
+    resets = [r for r in resets if r is not None]
+    return max(resets) if resets else None
 
 
 def _translate(exc: Exception) -> ProviderError:
@@ -75,7 +111,9 @@ def _translate(exc: Exception) -> ProviderError:
     if isinstance(exc, openai.APIConnectionError):
         return ProviderError("connection failed", retryable=True)
     if isinstance(exc, openai.RateLimitError):
-        return ProviderError("429 rate limited", retryable=True, retry_after=_retry_after(exc))
+        return ProviderError(
+            "429 rate limited", retryable=True, retry_after=_retry_after(exc), rate_limited=True
+        )
     if isinstance(exc, openai.APIStatusError):
         status = exc.status_code
         message = f"{status} {type(exc).__name__}"
@@ -138,9 +176,8 @@ class OpenAIProvider:
             data = json.loads(content)
             category = data["category"]
         except (IndexError, AttributeError, TypeError, KeyError, ValueError) as exc:
-            error = ProviderError("malformed classification", retryable=True)
-            error.usage = usage  # the call was made and is billed
-            raise error from exc
+            # The call was made and is billed.
+            raise ProviderError("malformed classification", retryable=True, usage=usage) from exc
         if category not in CATEGORIES:
             logger.warning("provider answered an unknown category; using 'other'")
             category = "other"
@@ -166,11 +203,9 @@ class OpenAIProvider:
         try:
             vector = [float(v) for v in response.data[0].embedding]
         except (IndexError, AttributeError, TypeError, ValueError) as exc:
-            error = ProviderError("malformed embedding", retryable=True)
-            error.usage = usage
-            raise error from exc
+            raise ProviderError("malformed embedding", retryable=True, usage=usage) from exc
         if not vector:
-            raise ProviderError("empty embedding", retryable=True)
+            raise ProviderError("empty embedding", retryable=True, usage=usage)
         return EmbeddingResult(
             vector=vector,
             model=getattr(response, "model", None) or self.embedding_model,

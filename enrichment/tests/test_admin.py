@@ -143,10 +143,10 @@ def test_a_deleted_memory_is_shown_but_not_editable(admin_client, user):
 
 def test_it_lists_jobs_with_their_last_error_and_filters_them(admin_client, user):
     job_of(memory_of(user), JobStatus.FAILED, last_error="provider error: 500 upstream exploded")
-    job_of(memory_of(user), JobStatus.DEFERRED, queue="deferred")
+    job_of(memory_of(user), JobStatus.DEFERRED)
 
     failed = admin_client.get(JOBS, {"status__exact": "failed"})
-    deferred = admin_client.get(JOBS, {"queue__exact": "deferred"})
+    deferred = admin_client.get(JOBS, {"status__exact": "deferred"})
 
     assert "500 upstream exploded" in failed.content.decode()
     assert [j.status for j in failed.context["cl"].result_list] == ["failed"]

@@ -15,7 +15,7 @@ from django.conf import settings as django_settings
 from alerting.models import Alert, AlertStatus
 from alerting.tests import conftest as alerting_fixtures
 from common.testing import run_in_threads
-from costs import services as costs
+from costs import breaker, budget
 from enrichment import monitoring
 from enrichment.models import EnrichmentJob, JobStatus, WorkerHeartbeat
 from enrichment.services import heartbeat_beat
@@ -73,7 +73,7 @@ def test_the_budget_breaker_open_over_an_hour_warns_once_per_opening(clock, sett
     settings.ALERT_BUDGET_BREAKER_OPEN_MINUTES = 60
     check = monitoring.budget_breaker_open_long_check
     assert check() == "ok"
-    costs.budget_pause()  # the breaker opens at 09:00
+    budget.budget_pause()  # the breaker opens at 09:00
     clock.shift(dt.timedelta(minutes=59))
     assert check() == "ok"
     clock.shift(dt.timedelta(minutes=2))
@@ -88,10 +88,10 @@ def test_the_budget_breaker_open_over_an_hour_warns_once_per_opening(clock, sett
     assert alert.context["paused"] is True and alert.context["minutesOpen"] == 61
     assert "AI is paused by staff" in alert.message
 
-    costs.budget_resume()  # closed at 10:04 ...
+    budget.budget_resume()  # closed at 10:04 ...
     assert check() == "ok"
     clock.shift(dt.timedelta(minutes=10))
-    costs.budget_pause()  # ... and open again at 10:14: a new opening
+    budget.budget_pause()  # ... and open again at 10:14: a new opening
     clock.shift(dt.timedelta(minutes=30))
     assert check() == "ok"
     clock.shift(dt.timedelta(minutes=31))
@@ -109,7 +109,7 @@ def test_the_budget_breaker_open_over_an_hour_warns_once_per_opening(clock, sett
 def test_a_spent_budget_counts_as_open(clock, settings):
     settings.AI_DAILY_BUDGET_CENTS = Decimal("0")
     settings.ALERT_BUDGET_BREAKER_OPEN_MINUTES = 60
-    costs.budget_limit_set(limit_cents=Decimal("0"))  # spent (0) >= limit (0): open at 09:00
+    budget.budget_limit_set(limit_cents=Decimal("0"))  # spent (0) >= limit (0): open at 09:00
     clock.shift(dt.timedelta(minutes=61))
     assert monitoring.budget_breaker_open_long_check() == "raised"
     assert "the daily budget is spent" in Alert.objects.get().message
@@ -120,7 +120,7 @@ def test_a_spent_budget_counts_as_open(clock, settings):
 
 def open_provider_breaker() -> None:
     for _ in range(django_settings.AI_PROVIDER_FAILURE_THRESHOLD):
-        costs.provider_breaker_record_failure()
+        breaker.provider_breaker_record_failure()
 
 
 def test_the_provider_breaker_is_critical_once_per_opening_and_recovers(clock, settings):
@@ -133,13 +133,13 @@ def test_the_provider_breaker_is_critical_once_per_opening_and_recovers(clock, s
     assert check() == "raised"
     assert check() == "holding"
     clock.shift(61)
-    assert costs.provider_breaker_allow()  # half open: still the same opening
+    assert breaker.provider_breaker_allow()  # half open: still the same opening
     assert check() == "holding"
-    costs.provider_breaker_record_failure()  # the probe failed: open again
+    breaker.provider_breaker_record_failure()  # the probe failed: open again
     assert check() == "holding"
     clock.shift(120)
-    assert costs.provider_breaker_allow()
-    costs.provider_breaker_record_success()  # closed
+    assert breaker.provider_breaker_allow()
+    breaker.provider_breaker_record_success()  # closed
     assert check() == "recovered"
     assert check() == "ok"
     clock.shift(60)
@@ -208,7 +208,7 @@ def test_a_threshold_of_0_turns_a_rule_off(clock, settings, user):
     worker_alive()
     add_jobs(user, 5)
     add_jobs(user, 5, status=JobStatus.FAILED, finished_at=START)
-    costs.budget_pause()
+    budget.budget_pause()
     clock.shift(dt.timedelta(hours=3))
     worker_alive()
     results = monitoring.health_check()

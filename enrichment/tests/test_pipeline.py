@@ -9,7 +9,7 @@ from django.db.models import Sum
 
 from conftest import client_for
 from costs.models import AICostRecord
-from costs.services import cost_compute
+from costs.pricing import cost_compute
 from enrichment import services
 from enrichment.models import EnrichmentJob, JobStatus
 from enrichment.tests.conftest import wait_for
@@ -72,7 +72,7 @@ def test_the_same_job_delivered_twice_calls_the_provider_once(use_openai, celery
     wait_for(lambda: not _queue_has_messages(), what="the queue to drain")
     assert len(use_openai.calls_to("/v1/chat/completions")) == 1
     assert len(use_openai.calls_to("/v1/embeddings")) == 1
-    assert AICostRecord.objects.filter(memory=memory).count() == 2
+    assert AICostRecord.objects.filter(memory_id=memory.pk).count() == 2
 
 
 def _queue_has_messages() -> bool:
@@ -99,10 +99,10 @@ def test_a_job_whose_worker_died_runs_again_once_and_the_ledger_stays_honest(
     EnrichmentJob.objects.filter(pk=job.pk).update(dispatched_at=timezone.now())
     assert services._claim(job_id=job.pk, worker="dead-worker")
     dead = EnrichmentJob.objects.get(pk=job.pk)
-    services._metered_call(
-        job=dead,
-        memory=memory,
-        provider=services.get_provider(),
+    services._metered(
+        dead,
+        memory,
+        services.get_provider(),
         operation="classification",
         model="gpt-4o-mini",
         estimate=services.get_provider().estimate_classification_tokens(memory.text_content),
@@ -120,7 +120,7 @@ def test_a_job_whose_worker_died_runs_again_once_and_the_ledger_stays_honest(
     job.refresh_from_db()
     assert job.status == JobStatus.COMPLETED and job.attempts == 2
     assert len(use_openai.calls_to("/v1/chat/completions")) == 1
-    ops = list(AICostRecord.objects.filter(memory=memory).values_list("operation", flat=True))
+    ops = list(AICostRecord.objects.filter(memory_id=memory.pk).values_list("operation", flat=True))
     assert sorted(ops) == ["classification", "embedding"]
 
 

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import datetime as dt
+from decimal import Decimal as D
 
 import pytest
 import time_machine
 from django.db import transaction
 from django.utils import timezone
 
-from costs.models import AICostRecord
+from costs import budget
+from costs.models import AICostRecord, DailyBudget, ProviderBreaker
 from enrichment import services
 from enrichment.models import EnrichmentJob, JobStatus
 from memories.models import Memory
@@ -42,7 +44,7 @@ def test_creating_a_memory_creates_a_pending_job_and_dispatches_it_on_commit(
     )
     with django_capture_on_commit_callbacks(execute=True):
         job = new_job(user)
-    assert job.status == JobStatus.PENDING and job.queue == "normal"
+    assert job.status == JobStatus.PENDING
     assert sent == [(services.PROCESS_TASK, [job.pk])]
 
 
@@ -54,7 +56,7 @@ def test_it_enriches_with_the_local_provider_by_default(user):
     assert job.memory.enrichment_status == "enriched"
     assert job.memory.category == "health"
     assert job.memory.embedding.model == "local-hash-v1"
-    records = AICostRecord.objects.filter(memory=job.memory)
+    records = AICostRecord.objects.filter(memory_id=job.memory.pk)
     assert {r.provider for r in records} == {"local"}
     assert all(r.cost_cents == 0 for r in records)  # priced at 0, still counted
     assert records.count() == 2
@@ -99,7 +101,7 @@ def test_text_changed_during_the_call_keeps_the_newer_result(user, use_openai, m
     assert run(job) == "superseded"
     memory = Memory.objects.get(pk=job.memory_id)
     assert memory.category == "" and memory.enrichment_status == "pending"
-    assert AICostRecord.objects.filter(memory=memory).count() == 2  # spent, and recorded
+    assert AICostRecord.objects.filter(memory_id=memory.pk).count() == 2  # spent, and recorded
     monkeypatch.setattr(provider, "embed", original)
     newer = EnrichmentJob.objects.get(memory=memory, status=JobStatus.PENDING)
     assert run(newer) == "completed"
@@ -109,21 +111,19 @@ def test_text_changed_during_the_call_keeps_the_newer_result(user, use_openai, m
 def test_a_spent_budget_defers_the_job_until_the_reset(user, settings):
     settings.AI_BUDGET_TIMEZONE = "America/New_York"
     with time_machine.travel(dt.datetime(2026, 11, 28, 22, 0, tzinfo=dt.UTC), tick=False):
-        from costs import services as costs
-
-        costs.budget_pause()
+        budget.budget_pause()
         job = new_job(user)
         assert run(job) == "deferred"
         job = refreshed(job)
-        assert job.status == JobStatus.DEFERRED and job.queue == "deferred"
-        assert job.deferred_reason == "budget" and job.attempts == 0
+        assert job.status == JobStatus.DEFERRED
+        assert job.deferred_reason == "budget_paused" and job.attempts == 0
         assert job.memory.enrichment_status == "deferred"
         # Midnight in New York is 05:00 UTC.
         assert job.not_before == dt.datetime(2026, 11, 29, 5, 0, tzinfo=dt.UTC)
         assert services.jobs_sweep().dispatched == 0
         assert run(job) == "not_claimed"
     with time_machine.travel(dt.datetime(2026, 11, 29, 5, 0, 1, tzinfo=dt.UTC), tick=False):
-        assert costs.budget_breaker_state() == "closed"
+        assert budget.budget_breaker_state() == "closed"
         assert [row[0] for row in services.jobs_due(now=timezone.now(), limit=10)] == [job.pk]
         assert run(job) == "completed"
 
@@ -132,15 +132,23 @@ def test_a_budget_refused_reservation_defers(user, settings):
     settings.AI_DAILY_BUDGET_CENTS = 0
     job = new_job(user)
     assert run(job) == "deferred"
-    assert refreshed(job).deferred_reason == "budget"
+    assert refreshed(job).deferred_reason == "budget_exhausted"
     assert AICostRecord.objects.count() == 0
 
 
-def test_a_reservation_refused_under_the_limit_retries_soon(user, use_openai, monkeypatch):
-    """Calls in flight hold the rest of the budget: try again shortly, not at the reset."""
-    from costs import services as costs
-
-    monkeypatch.setattr(costs, "budget_reserve", lambda **kwargs: None)
+def test_a_reservation_refused_under_the_limit_retries_when_room_is_freed(
+    user, use_openai, settings, django_capture_on_commit_callbacks, monkeypatch
+):
+    """Calls in flight hold the rest of the budget: retry at once when one gives it back."""
+    settings.AI_DAILY_BUDGET_CENTS = D("10")
+    held = budget.budget_reserve(
+        estimate_cents=D("10"), user_id=None, memory_id=None, operation="embedding",
+        provider="openai", model="text-embedding-3-small", input_tokens=0, output_tokens=0,
+    )  # fmt: skip
+    sent = []
+    monkeypatch.setattr(
+        services, "job_dispatch", lambda *, job_id, countdown=None: sent.append(job_id) or True
+    )
     job = new_job(user)
     before = timezone.now()
     assert run(job) == "deferred"
@@ -148,6 +156,12 @@ def test_a_reservation_refused_under_the_limit_retries_soon(user, use_openai, mo
     assert job.deferred_reason == "budget_reserved"
     assert before + dt.timedelta(seconds=29) < job.not_before < before + dt.timedelta(seconds=60)
     assert use_openai.calls == []
+    assert DailyBudget.objects.get().exhausted_at is None  # a call in flight may free room
+    with django_capture_on_commit_callbacks(execute=True):
+        budget.budget_release(reservation=held)
+    assert refreshed(job).not_before <= timezone.now()
+    assert job.pk in sent
+    assert run(job) == "completed"
 
 
 def test_a_user_over_their_enrichment_limit_is_deferred(user, settings):
@@ -158,20 +172,21 @@ def test_a_user_over_their_enrichment_limit_is_deferred(user, settings):
     assert refreshed(second).deferred_reason == "user_enrichment_limit"
 
 
-def test_a_429_is_retried_after_its_retry_after_then_succeeds(user, use_openai):
+def test_a_429_waits_its_retry_after_without_using_an_attempt_then_succeeds(user, use_openai):
     use_openai.script(["429"])
     job = new_job(user)
     before = timezone.now()
-    assert run(job) == "retrying"
+    assert run(job) == "deferred"
     job = refreshed(job)
-    assert job.status == JobStatus.PENDING and job.attempts == 1
-    assert "429" in job.last_error
-    assert job.not_before >= before + dt.timedelta(seconds=1)
+    assert job.status == JobStatus.DEFERRED and job.deferred_reason == "rate_limited"
+    assert job.attempts == 0  # a rate limit is not the job's failure
+    assert before + dt.timedelta(seconds=1) <= job.not_before < before + dt.timedelta(seconds=5)
     assert AICostRecord.objects.count() == 0  # a refused call costs nothing
+    assert ProviderBreaker.objects.get().consecutive_failures == 0  # and is not an outage
     assert run(job) == "not_claimed"  # not due yet
     with time_machine.travel(job.not_before + dt.timedelta(seconds=1), tick=False):
         assert run(job) == "completed"
-    assert refreshed(job).attempts == 2
+    assert refreshed(job).attempts == 1
 
 
 def test_a_401_fails_at_once(user, use_openai):
@@ -207,7 +222,7 @@ def test_a_malformed_answer_is_retried_and_its_billed_tokens_recorded(user, use_
 
 
 def test_the_provider_breaker_opens_and_recovers_through_one_probe(user, use_openai, settings):
-    from costs import services as costs
+    from costs import breaker
 
     settings.AI_PROVIDER_FAILURE_THRESHOLD = 2
     settings.AI_PROVIDER_COOLDOWN_SECONDS = 60
@@ -221,7 +236,7 @@ def test_the_provider_breaker_opens_and_recovers_through_one_probe(user, use_ope
     later = timezone.now() + dt.timedelta(seconds=61)
     with time_machine.travel(later, tick=False):
         assert run(jobs[2]) == "completed"  # the one probe succeeds
-        assert costs.provider_breaker_allow() is True  # closed again
+        assert breaker.provider_breaker_allow() is True  # closed again
     assert len(use_openai.calls) == calls_while_open + 2
 
 

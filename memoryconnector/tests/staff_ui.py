@@ -11,11 +11,12 @@ from django.utils import timezone
 from accounts.models import User
 from alerting.models import Alert
 from common.clock import today
-from costs import services as costs_services
+from costs import metering
+from costs.budget import cost_totals_rebuild
 from costs.models import AICostRecord, Operation, UserUsage
 from costs.prices import prices_load
-from costs.services import cost_totals_rebuild
-from enrichment.models import EnrichmentJob, JobQueue, JobStatus, WorkerHeartbeat
+from costs.tests.helpers import Tokens
+from enrichment.models import EnrichmentJob, JobStatus, WorkerHeartbeat
 from memories.models import EnrichmentStatus, Memory, MemoryType
 from memories.tally import tally_rebuild
 
@@ -54,7 +55,6 @@ def seed_rows(n: int) -> None:
             EnrichmentJob(
                 memory=memory,
                 status=JOB_STATUSES[i % len(JOB_STATUSES)],
-                queue=JobQueue.DEFERRED if i % 5 == 2 else JobQueue.NORMAL,
                 text_hash="0" * 64,
                 attempts=i % 3,
                 finished_at=now if JOB_STATUSES[i % 5] in ("completed", "failed") else None,
@@ -67,7 +67,7 @@ def seed_rows(n: int) -> None:
         [
             AICostRecord(
                 user=user,
-                memory=memory,
+                memory_id=memory.pk,
                 operation=Operation.values[i % 2],
                 provider="openai",
                 model="gpt-4o-mini" if i % 2 == 0 else "text-embedding-3-small",
@@ -110,22 +110,17 @@ def worker_alive(hostname: str = "worker-1@test") -> WorkerHeartbeat:
 
 
 def spend(user, calls: int) -> None:
-    """`calls` real AI calls through the budget (reserve, settle) at the seeded prices."""
+    """`calls` real AI calls through the metering door at the seeded prices."""
     prices_load()
     for i in range(calls):
         operation = "classification" if i % 2 == 0 else "embedding"
         model = "gpt-4o-mini" if operation == "classification" else "text-embedding-3-small"
-        reservation = costs_services.budget_reserve(estimate_cents=Decimal("0.001"), user=user)
-        costs_services.budget_settle(
-            reservation=reservation,
-            user=user,
-            memory=None,
-            operation=operation,
-            provider="openai",
-            model=model,
-            input_tokens=4000 + 37 * i,
-            output_tokens=60 if operation == "classification" else 0,
-        )
+        output = 60 if operation == "classification" else 0
+        with metering.meter(
+            operation=operation, provider="openai", model=model, user_id=user.pk,
+            input_tokens=4000 + 37 * i, max_output_tokens=output,
+        ) as call:  # fmt: skip
+            call.settle(model=model, usage=Tokens(4000 + 37 * i, output))
 
 
 def jobs(user, **counts: int) -> None:

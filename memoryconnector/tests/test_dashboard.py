@@ -16,7 +16,7 @@ from django.test import Client
 from django.test.utils import CaptureQueriesContext
 
 from conftest import client_for
-from costs import services as costs_services
+from costs import breaker, budget
 from enrichment.models import EnrichmentJob, JobStatus
 from memoryconnector.dashboard import cost_chart, duration_text, spend_level
 
@@ -95,7 +95,7 @@ def test_no_button_works_for_anonymous_or_non_staff_users(client, user, name):
     assert client.post(BUTTONS[name])["Location"].startswith("/admin/login/")
     client.force_login(user)
     assert client.post(BUTTONS[name])["Location"].startswith("/admin/login/")
-    assert costs_services.budget_breaker_state() == "closed"
+    assert budget.budget_breaker_state() == "closed"
 
 
 @pytest.mark.parametrize("name", list(BUTTONS))
@@ -127,13 +127,13 @@ def _token(client: Client) -> str:
 @pytest.mark.parametrize("name", list(BUTTONS))
 def test_a_button_without_the_csrf_token_is_refused(csrf_client, name):
     if name == "resume":
-        costs_services.budget_pause()
-    before = costs_services.budget_breaker_state()
+        budget.budget_pause()
+    before = budget.budget_breaker_state()
 
     response = csrf_client.post(BUTTONS[name])
 
     assert response.status_code == 403
-    assert costs_services.budget_breaker_state() == before
+    assert budget.budget_breaker_state() == before
 
 
 @pytest.mark.parametrize("name", list(BUTTONS))
@@ -148,14 +148,14 @@ def test_a_button_with_the_csrf_token_works(csrf_client, name):
 
 def test_pause_opens_the_breaker_and_resume_closes_it(staff_client):
     page = staff_client.post(BUTTONS["pause"], follow=True).content.decode()
-    assert costs_services.budget_breaker_state() == "open"
+    assert budget.budget_breaker_state() == "open"
     assert "AI paused until resumed or the daily reset." in page
     assert metric(page, "circuitBreaker.state") == "open"
     assert 'id="btn-resume"' in page and 'id="btn-pause"' not in page
     assert 'data-warning="ai_paused"' in page
 
     page = staff_client.post(BUTTONS["resume"], follow=True).content.decode()
-    assert costs_services.budget_breaker_state() == "closed"
+    assert budget.budget_breaker_state() == "closed"
     assert "AI resumed." in page
     assert metric(page, "circuitBreaker.state") == "closed"
 
@@ -275,7 +275,8 @@ def test_it_says_all_clear_when_nothing_needs_attention(staff_client, settings):
 
 
 def test_a_spent_budget_is_a_warning_with_the_time_to_reset(staff_client, user, settings):
-    settings.AI_DAILY_BUDGET_CENTS = Decimal("0.01")
+    # Exactly one call: 4000 input and 60 output tokens at gpt-4o-mini.
+    settings.AI_DAILY_BUDGET_CENTS = Decimal("0.0636")
     spend(user, 1)
     page = staff_client.get(DASHBOARD).content.decode()
     assert 'data-warning="budget_spent"' in page
@@ -287,8 +288,8 @@ def test_a_spent_budget_is_a_warning_with_the_time_to_reset(staff_client, user, 
 
 def test_the_open_provider_breaker_is_shown_with_since_when(staff_client, settings):
     settings.AI_PROVIDER_FAILURE_THRESHOLD = 2
-    costs_services.provider_breaker_record_failure()
-    costs_services.provider_breaker_record_failure()
+    breaker.provider_breaker_record_failure()
+    breaker.provider_breaker_record_failure()
     page = staff_client.get(DASHBOARD).content.decode()
     assert 'data-warning="provider_breaker_open"' in page
     assert re.search(r'id="provider-breaker-state">open<', page)

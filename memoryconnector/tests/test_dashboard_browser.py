@@ -15,7 +15,7 @@ from django.conf import settings as django_settings
 from django.test import Client
 
 from conftest import PASSWORD, client_for
-from costs import services as costs_services
+from costs import budget
 
 from .staff_ui import jobs, spend, worker_alive
 
@@ -143,7 +143,7 @@ def test_pause_ai_changes_the_breaker_on_the_page(page, live_server, make_user):
     assert (
         "AI paused until resumed or the daily reset." in page.locator(".messagelist").inner_text()
     )
-    assert costs_services.budget_breaker_state() == "open"
+    assert budget.budget_breaker_state() == "open"
 
     page.click("#btn-resume")
     page.wait_for_load_state("domcontentloaded")
@@ -160,7 +160,7 @@ def test_the_page_refreshes_itself_without_a_reload(page, live_server, make_user
     assert metric(page, "queue.pending") == "0"
 
     jobs(user, pending=3)
-    costs_services.budget_pause()  # as if another staff member, or the API, paused AI
+    budget.budget_pause()  # as if another staff member, or the API, paused AI
 
     page.wait_for_function(
         "document.querySelector('[data-metric=\"queue.pending\"]').textContent.trim() === '3'"

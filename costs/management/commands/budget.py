@@ -6,7 +6,7 @@ from decimal import Decimal, InvalidOperation
 
 from django.core.management.base import BaseCommand, CommandError
 
-from costs import selectors, services
+from costs import breaker, budget, selectors
 
 
 def _cents(value: str) -> Decimal:
@@ -42,21 +42,21 @@ class Command(BaseCommand):
 
     def handle(self, *args, **options):
         if options["set_today"] is not None:
-            services.budget_limit_set(limit_cents=_cents(options["set_today"]))
+            budget.budget_limit_set(limit_cents=_cents(options["set_today"]))
             self.stdout.write(f"Today's budget set to {options['set_today']} cents.")
         elif options["reset_today"]:
-            services.budget_limit_set(limit_cents=None)
+            budget.budget_limit_set(limit_cents=None)
             self.stdout.write("Today's budget follows AI_DAILY_BUDGET_CENTS again.")
         elif options["pause"]:
-            services.budget_pause()
+            budget.budget_pause()
             self.stdout.write("AI paused until resumed or the daily reset.")
         elif options["resume"]:
-            if services.budget_resume():
+            if budget.budget_resume():
                 self.stdout.write("AI resumed.")
             else:
                 self.stdout.write("AI was not paused.")
         elif options["close_provider_breaker"]:
-            services.provider_breaker_reset()
+            breaker.provider_breaker_reset()
             self.stdout.write("Provider breaker closed.")
         self._show()
 

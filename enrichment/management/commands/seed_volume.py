@@ -14,7 +14,7 @@ from django.db import connection
 from django.utils import timezone
 
 from accounts.models import User
-from costs.services import cost_totals_rebuild
+from costs.budget import cost_totals_rebuild
 from memories.tally import tally_rebuild
 
 OPERATIONS = [

@@ -1,0 +1,170 @@
+"""Per-user daily usage and limits: memories created, enrichment runs and AI cost per budget day.
+
+Enrichment runs and cost are counted when a call is reserved (through `costs.metering`), so runs
+later superseded or lost still count, and a limit check and its count are one conditional UPDATE:
+concurrent callers cannot pass a limit."""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from decimal import Decimal
+
+from django.conf import settings
+from django.db import transaction
+from django.db.models import F, Q
+from django.db.models.lookups import GreaterThanOrEqual
+
+from common.clock import next_reset, seconds_until_reset, today
+from common.errors import LimitExceededError
+
+from . import signals
+from .budget import Refusal
+from .models import UserUsage
+from .money import ZERO, cents, cents_value
+from .signals import send_on_commit
+
+logger = logging.getLogger(__name__)
+
+
+def user_limits(user) -> tuple[int, int, Decimal]:
+    """(memories, enrichments, cost cents) per day for `user` (or its id); 0 = no limit."""
+    from accounts.models import User
+
+    if not isinstance(user, User):
+        user = User.objects.only(
+            "daily_memory_limit", "daily_enrichment_limit", "daily_cost_limit_cents"
+        ).get(pk=user)
+    memories = user.daily_memory_limit
+    enrichments = user.daily_enrichment_limit
+    cost = user.daily_cost_limit_cents
+    return (
+        settings.USER_DAILY_MEMORY_LIMIT if memories is None else memories,
+        settings.USER_DAILY_ENRICHMENT_LIMIT if enrichments is None else enrichments,
+        cents(settings.USER_DAILY_COST_CENTS if cost is None else cost),
+    )
+
+
+def _usage_add(user_id: int, day: dt.date, *, condition=None, **changes) -> bool:
+    """Apply `changes` to the user's row for `day` (created if missing) when `condition` holds;
+    one conditional UPDATE, so concurrent callers cannot pass a limit. False: refused."""
+    rows = UserUsage.objects.filter(user_id=user_id, day=day)
+    if condition is not None:
+        rows = rows.filter(condition)
+    if rows.update(**changes):
+        return True
+    # The row may be missing, or created by another request just after our UPDATE looked.
+    UserUsage.objects.bulk_create([UserUsage(user_id=user_id, day=day)], ignore_conflicts=True)
+    return bool(rows.update(**changes))
+
+
+_NOTIFIED = {
+    "memories": "memory_limit_notified",
+    "enrichments": "enrichment_limit_notified",
+    "cost": "cost_limit_notified",
+}
+
+
+def _notify(user_id: int, day: dt.date, limit: str) -> None:
+    """Send user_limit_reached once per user, day and limit (compare-and-set on its flag)."""
+    flag = _NOTIFIED[limit]
+    UserUsage.objects.bulk_create([UserUsage(user_id=user_id, day=day)], ignore_conflicts=True)
+    if UserUsage.objects.filter(user_id=user_id, day=day, **{flag: False}).update(**{flag: True}):
+        logger.info("user %s reached the daily %s limit on %s", user_id, limit, day)
+        send_on_commit(signals.user_limit_reached, UserUsage, user_id=user_id, limit=limit, day=day)
+
+
+def _notify_reached(user_id: int, day: dt.date, *, enrichments: int, cost: Decimal) -> None:
+    """After a count: announce each limit the user has now reached."""
+    reached = Q()
+    if enrichments:
+        reached |= Q(enrichments__gte=enrichments, enrichment_limit_notified=False)
+    if cost > 0:
+        reached |= Q(
+            GreaterThanOrEqual(F("cost_cents"), cents_value(cost)), cost_limit_notified=False
+        )
+    if not reached:
+        return
+    row = UserUsage.objects.filter(reached, user_id=user_id, day=day).first()
+    if row is None:
+        return
+    if enrichments and row.enrichments >= enrichments:
+        _notify(user_id, day, "enrichments")
+    if cost > 0 and row.cost_cents >= cost:
+        _notify(user_id, day, "cost")
+
+
+def usage_reserve(
+    *, user_id: int, day: dt.date, cost_cents: Decimal, enrichment: bool
+) -> str | None:
+    """Count a call about to be made for `user_id`: its estimated cost and, when it starts an
+    enrichment run, the run. None if counted; else the Refusal (the user's daily enrichment or
+    cost limit was already reached), nothing counted: announce it with usage_refusal_announce
+    once the caller's transaction is over."""
+    _, enrichment_limit, cost_limit = user_limits(user_id)
+    condition = Q()
+    if enrichment and enrichment_limit:
+        condition &= Q(enrichments__lt=enrichment_limit)
+    if cost_limit > 0:
+        condition &= Q(cost_cents__lt=cost_limit)
+    changes = {"cost_cents": F("cost_cents") + cents_value(cost_cents)}
+    if enrichment:
+        changes["enrichments"] = F("enrichments") + 1
+    if _usage_add(user_id, day, condition=condition, **changes):
+        _notify_reached(user_id, day, enrichments=enrichment_limit, cost=cost_limit)
+        return None
+    row = UserUsage.objects.get(user_id=user_id, day=day)
+    if enrichment and enrichment_limit and row.enrichments >= enrichment_limit:
+        return Refusal.USER_ENRICHMENT_LIMIT
+    return Refusal.USER_COST_LIMIT
+
+
+def usage_refusal_announce(*, user_id: int, day: dt.date, refusal: str) -> None:
+    """After `usage_reserve` refused (and its transaction rolled back): tell staff, once."""
+    limit = "enrichments" if refusal == Refusal.USER_ENRICHMENT_LIMIT else "cost"
+    with transaction.atomic():
+        _notify(user_id, day, limit)
+
+
+def usage_cost_change(*, user_id: int, day: dt.date, cost_change_cents: Decimal) -> None:
+    """Correct a user's counted cost once a call settled (real cost minus estimate) or was
+    given back (minus the estimate)."""
+    if cost_change_cents == ZERO:
+        return
+    _usage_add(user_id, day, cost_cents=F("cost_cents") + cents_value(cost_change_cents))
+    if cost_change_cents > 0:
+        _notify_reached(user_id, day, enrichments=0, cost=user_limits(user_id)[2])
+
+
+def usage_record_memory_created(*, user) -> None:
+    """Count one new memory for `user` today, or raise LimitExceededError (429) when the daily
+    memory limit is reached. Call it inside the creating transaction, before the insert: the
+    count and the check are one conditional UPDATE, so concurrent creates cannot pass the limit,
+    and a failed create takes its count back with it."""
+    user_id = getattr(user, "pk", user)
+    limit = user_limits(user)[0]
+    day = today()
+    if not limit:
+        _usage_add(user_id, day, memories_created=F("memories_created") + 1)
+        return
+    if not _usage_add(
+        user_id,
+        day,
+        condition=Q(memories_created__lt=limit),
+        memories_created=F("memories_created") + 1,
+    ):
+        wait = seconds_until_reset()
+        resets_at = next_reset().astimezone(dt.UTC).isoformat().replace("+00:00", "Z")
+        raise LimitExceededError(
+            f"You reached your daily limit of {limit} "
+            f"{'memory' if limit == 1 else 'memories'}; it resets at {resets_at}.",
+            details={
+                "limit": limit,
+                "kind": "memories",
+                "resetsAt": resets_at,
+                "retryAfterSeconds": wait,
+            },
+            headers={"Retry-After": str(wait)},
+        )
+    if UserUsage.objects.filter(user_id=user_id, day=day, memories_created__gte=limit).exists():
+        _notify(user_id, day, "memories")
