@@ -36,7 +36,10 @@ class LoginApi(PublicAuthApi):
     @extend_schema(
         tags=["auth"],
         request=LoginSerializer,
-        responses={200: AuthResponseSerializer},
+        responses={
+            200: AuthResponseSerializer,
+            401: OpenApiResponse(description="Wrong email or password (the same answer)."),
+        },
         summary="Log in with email and password",
         description=(
             "Throttled per client address (AUTH_THROTTLE_RATE) and per account: "
@@ -58,7 +61,10 @@ class RefreshApi(PublicAuthApi):
     @extend_schema(
         tags=["auth"],
         request=RefreshSerializer,
-        responses={200: TokenPairSerializer},
+        responses={
+            200: TokenPairSerializer,
+            401: OpenApiResponse(description="Invalid, expired, revoked or already used."),
+        },
         summary="Exchange a refresh token for a new pair (the old one stops working)",
         description=(
             "Refresh tokens rotate. Presenting one that was already exchanged revokes its whole "
@@ -79,7 +85,10 @@ class LogoutApi(PublicAuthApi):
     @extend_schema(
         tags=["auth"],
         request=RefreshSerializer,
-        responses={204: OpenApiResponse(description="The token's session is revoked.")},
+        responses={
+            204: OpenApiResponse(description="The token's session is revoked."),
+            401: OpenApiResponse(description="Not a refresh token of ours, or expired."),
+        },
         summary="Log out: revoke this refresh token and every token rotated from its login",
         description=(
             "Safe to repeat. Access tokens already issued stay valid until they expire "
