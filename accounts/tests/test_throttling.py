@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import os
+import uuid
 
 import pytest
 import time_machine
@@ -88,6 +90,26 @@ def test_it_locks_unknown_emails_the_same_way(db, settings):
     for i in range(2):
         assert_error(post_login("nobody@example.com", "x", REMOTE_ADDR=f"10.0.3.{i}"), 401)
     assert_error(post_login("nobody@example.com", "x", REMOTE_ADDR="10.0.3.9"), 429, "throttled")
+
+
+@pytest.mark.redis
+def test_it_locks_an_account_with_the_lockout_kept_in_redis(user, settings, monkeypatch):
+    settings.CACHES = {
+        "default": {
+            "BACKEND": "django_redis.cache.RedisCache",
+            "LOCATION": os.environ["REDIS_URL"],
+            "KEY_PREFIX": f"lockout-test-{uuid.uuid4().hex}",
+        }
+    }
+    monkeypatch.setattr(AuthThrottle, "cache", LocMemCache("throttle", {}))
+    settings.LOGIN_LOCKOUT_ATTEMPTS = 3
+    for i in range(3):
+        assert_error(post_login(user.email, "wrong", REMOTE_ADDR=f"10.0.5.{i}"), 401)
+
+    locked = post_login(user.email, PASSWORD, REMOTE_ADDR="10.0.5.9")
+
+    assert_error(locked, 429, "throttled")
+    assert 0 < int(locked["Retry-After"]) <= 300
 
 
 def test_it_logs_in_without_a_lockout_when_the_cache_is_unreachable(
