@@ -1,4 +1,4 @@
-"""Auth endpoints: login, refresh (rotating), register, me."""
+"""Auth endpoints: login, refresh (rotating), logout, register, me."""
 
 from django.conf import settings
 from django.core.exceptions import ValidationError as DjangoValidationError
@@ -6,10 +6,7 @@ from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import exceptions, status
 from rest_framework.permissions import AllowAny
 from rest_framework.response import Response
-from rest_framework.throttling import ScopedRateThrottle
 from rest_framework.views import APIView
-from rest_framework_simplejwt.exceptions import InvalidToken, TokenError
-from rest_framework_simplejwt.serializers import TokenRefreshSerializer
 
 from . import services
 from .serializers import (
@@ -20,10 +17,7 @@ from .serializers import (
     TokenPairSerializer,
     UserSerializer,
 )
-
-
-class AuthThrottle(ScopedRateThrottle):
-    scope_attr = "throttle_scope"
+from .throttling import AuthThrottle
 
 
 class PublicAuthApi(APIView):
@@ -42,8 +36,16 @@ class LoginApi(PublicAuthApi):
     @extend_schema(
         tags=["auth"],
         request=LoginSerializer,
-        responses={200: AuthResponseSerializer},
+        responses={
+            200: AuthResponseSerializer,
+            401: OpenApiResponse(description="Wrong email or password (the same answer)."),
+        },
         summary="Log in with email and password",
+        description=(
+            "Throttled per client address (AUTH_THROTTLE_RATE) and per account: "
+            "LOGIN_LOCKOUT_ATTEMPTS failed logins for one email lock it for "
+            "LOGIN_LOCKOUT_SECONDS, whatever the address (429)."
+        ),
     )
     def post(self, request):
         serializer = LoginSerializer(data=request.data)
@@ -59,27 +61,48 @@ class RefreshApi(PublicAuthApi):
     @extend_schema(
         tags=["auth"],
         request=RefreshSerializer,
-        responses={200: TokenPairSerializer},
+        responses={
+            200: TokenPairSerializer,
+            401: OpenApiResponse(description="Invalid, expired, revoked or already used."),
+        },
         summary="Exchange a refresh token for a new pair (the old one stops working)",
+        description=(
+            "Refresh tokens rotate. Presenting one that was already exchanged revokes its whole "
+            "chain (every token of that login), as does a password change or deactivation."
+        ),
     )
     def post(self, request):
         serializer = RefreshSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
-        refresh = TokenRefreshSerializer(
-            data={"refresh": serializer.validated_data["refreshToken"]}
-        )
         try:
-            refresh.is_valid(raise_exception=True)
-        except (TokenError, InvalidToken) as exc:
-            raise exceptions.AuthenticationFailed(
-                "The refresh token is invalid, expired or already used."
-            ) from exc
-        return Response(
-            {
-                "accessToken": refresh.validated_data["access"],
-                "refreshToken": refresh.validated_data["refresh"],
-            }
-        )
+            pair = services.token_refresh(refresh_token=serializer.validated_data["refreshToken"])
+        except services.TokenRejected as exc:
+            raise exceptions.AuthenticationFailed(str(exc)) from exc
+        return Response(pair)
+
+
+class LogoutApi(PublicAuthApi):
+    @extend_schema(
+        tags=["auth"],
+        request=RefreshSerializer,
+        responses={
+            204: OpenApiResponse(description="The token's session is revoked."),
+            401: OpenApiResponse(description="Not a refresh token of ours, or expired."),
+        },
+        summary="Log out: revoke this refresh token and every token rotated from its login",
+        description=(
+            "Safe to repeat. Access tokens already issued stay valid until they expire "
+            "(JWT_ACCESS_TOKEN_MINUTES); a password change revokes those too."
+        ),
+    )
+    def post(self, request):
+        serializer = RefreshSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        try:
+            services.token_family_logout(refresh_token=serializer.validated_data["refreshToken"])
+        except services.TokenRejected as exc:
+            raise exceptions.AuthenticationFailed(str(exc)) from exc
+        return Response(status=status.HTTP_204_NO_CONTENT)
 
 
 class RegisterApi(PublicAuthApi):

@@ -7,6 +7,8 @@ from __future__ import annotations
 import json
 import logging
 import smtplib
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
@@ -14,6 +16,7 @@ from django.conf import settings
 from django.core.mail import EmailMultiAlternatives
 from django.core.mail.backends.smtp import EmailBackend
 from django.template.loader import render_to_string
+from django.utils.html import escape as html_escape
 
 from common.logging import RedactSecretsFilter, redact
 
@@ -104,6 +107,42 @@ def context_items(alert: Alert) -> list[tuple[str, str]]:
     return [(str(key), _display(value)) for key, value in context.items()]
 
 
+# --- escaping: the one place user-derived text is made safe for a channel's markup ---------------
+
+
+def slack_escape(text: str) -> str:
+    """Slack mrkdwn's control characters as entities, so that text such as `<!channel>` or
+    `<https://evil.example|Click>` (e.g. inside a self-registered email address) stays text."""
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def plain(text: str) -> str:
+    """No markup (plain-text email, the log)."""
+    return text
+
+
+@dataclass(frozen=True)
+class AlertText:
+    """Every user-derived value of an alert, escaped for one output format. Channels render
+    from this, never from the alert's fields directly."""
+
+    title: str
+    message: str
+    items: list[tuple[str, str]]
+    kind: str
+    dedup_key: str
+
+
+def alert_text(alert: Alert, escape: Callable[[str], str]) -> AlertText:
+    return AlertText(
+        title=escape(alert.title),
+        message=escape(alert.message),
+        items=[(escape(label), escape(value)) for label, value in context_items(alert)],
+        kind=escape(alert.kind),
+        dedup_key=escape(alert.dedup_key),
+    )
+
+
 class Channel:
     name = ""
 
@@ -166,12 +205,16 @@ def build_email(alert: Alert) -> EmailMultiAlternatives:
     template_context = {
         "alert": alert,
         "severity": alert.severity.upper(),
-        "items": context_items(alert),
         "dashboard_url": dashboard_url(),
         "alert_url": alert_admin_url(alert),
     }
-    text = render_to_string("alerting/alert_email.txt", template_context)
-    html = render_to_string("alerting/alert_email.html", template_context)
+    text = render_to_string(
+        "alerting/alert_email.txt", {**template_context, "text": alert_text(alert, plain)}
+    )
+    # html_escape marks its result safe, so the template's autoescape does not escape twice.
+    html = render_to_string(
+        "alerting/alert_email.html", {**template_context, "text": alert_text(alert, html_escape)}
+    )
     message = EmailMultiAlternatives(
         subject=email_subject(alert),
         body=text,
@@ -232,13 +275,14 @@ def slack_channel_for(alert: Alert) -> str:
 
 
 def slack_text(alert: Alert) -> str:
+    text = alert_text(alert, slack_escape)
     lines = [
-        f"{_SLACK_EMOJI.get(alert.severity, '')} *[{alert.severity.upper()}] {alert.title}*",
+        f"{_SLACK_EMOJI.get(alert.severity, '')} *[{alert.severity.upper()}] {text.title}*",
     ]
-    if alert.message:
-        lines.append(alert.message)
-    lines += [f"• {label}: {value}" for label, value in context_items(alert)]
-    lines.append(f"<{dashboard_url()}|Open the dashboard> · key `{alert.dedup_key}`")
+    if text.message:
+        lines.append(text.message)
+    lines += [f"• {label}: {value}" for label, value in text.items]
+    lines.append(f"<{dashboard_url()}|Open the dashboard> · key `{text.dedup_key}`")
     return "\n".join(lines)
 
 

@@ -6,6 +6,7 @@ from django.urls import include, path, re_path
 from django.views.generic import RedirectView
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
+from accounts.throttling import admin_login
 from common.errors import api_not_found
 
 from . import admin_api, health
@@ -29,6 +30,8 @@ urlpatterns = [
     path("readyz", health.readyz, name="readyz"),
     # Before admin.site.urls, whose catch-all would otherwise answer /admin/dashboard/.
     path("admin/dashboard/", include("memoryconnector.dashboard")),
+    # Before admin.site.urls too: the admin's login, throttled like the API's.
+    path("admin/login/", admin_login),
     path("admin/", admin.site.urls),
 ]
 

@@ -82,16 +82,13 @@ def test_it_throttles_registration(anon, monkeypatch):
     assert not User.objects.filter(email="r9@example.com").exists()
 
 
-def test_it_rotates_refresh_tokens_and_refuses_a_used_one(anon, user):
+def test_it_rotates_refresh_tokens(anon, user):
     tokens = anon.post(LOGIN, {"email": user.email, "password": PASSWORD}, "json").json()
     first = anon.post(REFRESH, {"refreshToken": tokens["refreshToken"]}, "json")
     assert first.status_code == 200
     pair = first.json()
     assert set(pair) == {"accessToken", "refreshToken"}
     assert pair["refreshToken"] != tokens["refreshToken"]
-
-    reused = anon.post(REFRESH, {"refreshToken": tokens["refreshToken"]}, "json")
-    assert_error(reused, 401, "authentication_failed")
 
     again = anon.post(REFRESH, {"refreshToken": pair["refreshToken"]}, "json")
     assert again.status_code == 200

@@ -40,6 +40,30 @@ def env_flag(name: str, default: bool) -> bool:
     )
 
 
+def env_decimal(name: str, default: str):
+    """A non-negative Decimal; `default` when unset or blank; anything else is a start-up error."""
+    from decimal import Decimal, InvalidOperation
+
+    raw = env.str(name, default="").strip() or default
+    try:
+        value = Decimal(raw)
+    except InvalidOperation:
+        value = None
+    if value is None or not value.is_finite() or value < 0:
+        raise environ.ImproperlyConfigured(f"{name}={raw!r} is not a non-negative number")
+    return value
+
+
+def env_count(name: str, default: int) -> int:
+    """A non-negative integer; `default` when unset or blank."""
+    raw = env.str(name, default="").strip()
+    if not raw:
+        return default
+    if not raw.isdigit():
+        raise environ.ImproperlyConfigured(f"{name}={raw!r} is not a non-negative integer")
+    return int(raw)
+
+
 DEBUG = env_flag("DJANGO_DEBUG", False)
 SECRET_KEY = env.str("DJANGO_SECRET_KEY", default="")
 ALLOWED_HOSTS = env.list("DJANGO_ALLOWED_HOSTS", default=["127.0.0.1", "localhost"])
@@ -160,9 +184,18 @@ IDEMPOTENCY_LOCK_TIMEOUT_SECONDS = env.int("IDEMPOTENCY_LOCK_TIMEOUT_SECONDS", d
 AI_BUDGET_TIMEZONE = env.str("AI_BUDGET_TIMEZONE", default="UTC")
 
 # --- API ----------------------------------------------------------------------------------------
+# How many reverse proxies we trust to append to X-Forwarded-For (nginx in front of gunicorn: 1).
+# Everything that needs a client address (throttles, the admin login) reads it through DRF's
+# get_ident, which honours this; a spoofed header never picks the address when it is 0.
+NUM_PROXIES = env_count("NUM_PROXIES", 0)
+# Failed logins per account (by email, whatever the address): after LOGIN_LOCKOUT_ATTEMPTS
+# failures within LOGIN_LOCKOUT_SECONDS the account refuses logins for LOGIN_LOCKOUT_SECONDS.
+LOGIN_LOCKOUT_ATTEMPTS = env_count("LOGIN_LOCKOUT_ATTEMPTS", 5)
+LOGIN_LOCKOUT_SECONDS = env_count("LOGIN_LOCKOUT_SECONDS", 300)
+
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
-        "rest_framework_simplejwt.authentication.JWTAuthentication",
+        "accounts.authentication.JWTAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
@@ -173,6 +206,9 @@ REST_FRAMEWORK = {
         "auth": env.str("AUTH_THROTTLE_RATE", default="10/min"),
     },
     "UNAUTHENTICATED_USER": None,
+    # Proxies in front of the app that append to X-Forwarded-For; the client is the address
+    # the last of them saw. 0: the socket address is the client and the header is ignored.
+    "NUM_PROXIES": NUM_PROXIES,
 }
 
 SIMPLE_JWT = {
@@ -287,33 +323,7 @@ if min(_rules) < 0:
     raise environ.ImproperlyConfigured("ALERT_* thresholds must not be negative (0 = rule off)")
 
 # --- Costs and budget ---------------------------------------------------------------------------
-# Money is Decimal (cents, or USD for prices), parsed from text: never a float.
-
-
-def env_decimal(name: str, default: str):
-    """A non-negative Decimal; `default` when unset or blank; anything else is a start-up error."""
-    from decimal import Decimal, InvalidOperation
-
-    raw = env.str(name, default="").strip() or default
-    try:
-        value = Decimal(raw)
-    except InvalidOperation:
-        value = None
-    if value is None or not value.is_finite() or value < 0:
-        raise environ.ImproperlyConfigured(f"{name}={raw!r} is not a non-negative number")
-    return value
-
-
-def env_count(name: str, default: int) -> int:
-    """A non-negative integer; `default` when unset or blank."""
-    raw = env.str(name, default="").strip()
-    if not raw:
-        return default
-    if not raw.isdigit():
-        raise environ.ImproperlyConfigured(f"{name}={raw!r} is not a non-negative integer")
-    return int(raw)
-
-
+# Money is Decimal (cents, or USD for prices), parsed from text (env_decimal): never a float.
 # The hard daily AI budget in US cents; staff can override today's limit at run time.
 AI_DAILY_BUDGET_CENTS = env_decimal("AI_DAILY_BUDGET_CENTS", "200")
 # Percentages of the budget that raise budget_threshold_crossed (an alert), once per day each.

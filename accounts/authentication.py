@@ -1,0 +1,28 @@
+"""The API's authentication: simplejwt's bearer tokens, refused once revoked."""
+
+from __future__ import annotations
+
+from drf_spectacular.contrib.rest_framework_simplejwt import SimpleJWTScheme
+from rest_framework.exceptions import AuthenticationFailed
+from rest_framework_simplejwt import authentication
+
+from .tokens import token_version_current
+
+
+class JWTAuthentication(authentication.JWTAuthentication):
+    """simplejwt's authentication, plus: the token must carry the user's current token version,
+    which a password change or a deactivation moves on (so reactivation revives nothing)."""
+
+    def get_user(self, validated_token):
+        user = super().get_user(validated_token)
+        if not token_version_current(user, validated_token.payload):
+            raise AuthenticationFailed(
+                "This token has been revoked; log in again.", code="token_revoked"
+            )
+        return user
+
+
+class JWTScheme(SimpleJWTScheme):
+    """The OpenAPI bearer scheme for our subclass (drf-spectacular matches exact classes)."""
+
+    target_class = "accounts.authentication.JWTAuthentication"
