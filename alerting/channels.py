@@ -106,6 +106,8 @@ def context_items(alert: Alert) -> list[tuple[str, str]]:
 
 class Channel:
     name = ""
+    # Whether a success means someone was told (email, Slack); the log is only a record.
+    delivers = True
 
     def configured(self) -> bool:
         raise NotImplementedError
@@ -340,6 +342,7 @@ class LogChannel(Channel):
     """Always on: one structured record on the `alerting` logger, at the alert's severity."""
 
     name = "log"
+    delivers = False
 
     def configured(self) -> bool:
         return True

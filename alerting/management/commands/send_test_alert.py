@@ -32,7 +32,7 @@ class Command(BaseCommand):
                 self.stdout.write(self.style.WARNING(line))
             else:
                 self.stdout.write(self.style.ERROR(line))
-        self.stdout.write(f"Recorded as alert #{alert.pk} ({alert.dedup_key}).")
+        self.stdout.write(f"Recorded as alert #{alert.pk} ({alert.dedup_key}): {alert.status}.")
         problems = [f"{o.channel} failed" for o in outcomes if o.ok is False]
         # Asking for one channel that cannot be used is a failure too.
         if channel and outcomes[0].ok is None:
