@@ -436,6 +436,13 @@ CELERY_BEAT_SCHEDULE = {
         "schedule": 60.0,
         "options": {"expires": 60.0},
     },
+    # Delete Idempotency-Keys past IDEMPOTENCY_KEY_TTL_HOURS, so the table holds about a day of
+    # keys instead of growing for ever. Hourly: a key outlives its TTL by at most an hour.
+    "idempotency-keys-purge": {
+        "task": "memories.idempotency_keys_purge",
+        "schedule": 3600.0,
+        "options": {"expires": 3600.0},
+    },
 }
 
 # --- Logging ------------------------------------------------------------------------------------
