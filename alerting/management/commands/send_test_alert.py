@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from django.core.management.base import BaseCommand, CommandError
+from django.core.management.base import CommandError
 
 from alerting.channels import CHANNEL_NAMES
 from alerting.services import alert_send_test
+from common import commands
 
 
-class Command(BaseCommand):
+class Command(commands.Command):
     help = (
         "Send a real test alert synchronously through one channel (--channel) or every "
         "channel, record it, and print each channel's outcome. Exits non-zero when a "
