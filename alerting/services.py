@@ -140,7 +140,7 @@ def _attempt(alert: Alert, channel: Channel, *, attempt: int) -> ChannelOutcome:
     return outcome
 
 
-def _settled_status(accepted: list[str]) -> str:
+def _settled_status(accepted: list[str]) -> AlertStatus:
     """The status of an alert no channel failed: delivered when a delivery channel (email,
     Slack) accepted it, log_only when only the log has it."""
     delivering = {channel.name for channel in CHANNELS if channel.delivers}
