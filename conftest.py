@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 
 import pytest
 from django.core.cache import cache
@@ -43,6 +44,19 @@ def _fresh_cache():
     cache.clear()
     yield
     cache.clear()
+
+
+@pytest.fixture
+def private_redis():
+    """A redis-server of the test's own on a free port, to stop and start (never the machine's
+    shared Redis); skipped where redis-server is not installed."""
+    from enrichment.testing import processes
+
+    if not shutil.which("redis-server"):
+        pytest.skip("needs redis-server on PATH (CI has it) to stop and start a private Redis")
+    server = processes.RedisServer().start()
+    yield server
+    server.stop()
 
 
 @pytest.fixture

@@ -145,6 +145,8 @@ def alert_text(alert: Alert, escape: Callable[[str], str]) -> AlertText:
 
 class Channel:
     name = ""
+    # Whether a success means someone was told (email, Slack); the log is only a record.
+    delivers = True
 
     def configured(self) -> bool:
         raise NotImplementedError
@@ -384,6 +386,7 @@ class LogChannel(Channel):
     """Always on: one structured record on the `alerting` logger, at the alert's severity."""
 
     name = "log"
+    delivers = False
 
     def configured(self) -> bool:
         return True

@@ -16,7 +16,11 @@ class Severity(models.TextChoices):
 class AlertStatus(models.TextChoices):
     # Not yet delivered on every configured channel; the retry sweep sends it when due.
     PENDING = "pending", "Pending"
+    # Accepted by a delivery channel (email, Slack): someone was told.
     DELIVERED = "delivered", "Delivered"
+    # No delivery channel configured (or routed) for it: written to the log only. The log is a
+    # record, not a delivery: nobody was told.
+    LOG_ONLY = "log_only", "Log only"
     # Gave up after ALERT_MAX_ATTEMPTS; kept for staff to see and resend.
     FAILED = "failed", "Failed"
 
@@ -63,10 +67,6 @@ class Alert(models.Model):
 
     def __str__(self) -> str:
         return f"[{self.severity}] {self.title}"
-
-    @property
-    def is_delivered(self) -> bool:
-        return self.status == AlertStatus.DELIVERED
 
 
 class DeliveryStatus(models.TextChoices):

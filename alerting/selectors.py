@@ -24,7 +24,7 @@ def channels_status() -> list[dict]:
 def alerting_configured() -> bool:
     """Whether any channel besides the log is configured; False means "no alert channel
     configured": alerts only reach the log."""
-    return any(channel.configured() for channel in CHANNELS if channel.name != "log")
+    return any(channel.configured() for channel in CHANNELS if channel.delivers)
 
 
 def alerts_due_ids(*, now: datetime | None = None, limit: int = 100) -> list[int]:
@@ -39,8 +39,9 @@ def alerts_due_ids(*, now: datetime | None = None, limit: int = 100) -> list[int
 
 
 def alerts_undelivered_count() -> int:
-    """Alerts not yet delivered on every channel: pending (being retried) or failed (given up)."""
-    return Alert.objects.exclude(status=AlertStatus.DELIVERED).count()
+    """Alerts not yet delivered on every channel: pending (being retried) or failed (given up).
+    Log-only alerts are done: there was nowhere else to send them."""
+    return Alert.objects.filter(status__in=(AlertStatus.PENDING, AlertStatus.FAILED)).count()
 
 
 def alerts_recent(*, limit: int = 20) -> QuerySet[Alert]:

@@ -140,6 +140,13 @@ def _attempt(alert: Alert, channel: Channel, *, attempt: int) -> ChannelOutcome:
     return outcome
 
 
+def _settled_status(accepted: list[str]) -> AlertStatus:
+    """The status of an alert no channel failed: delivered when a delivery channel (email,
+    Slack) accepted it, log_only when only the log has it."""
+    delivering = {channel.name for channel in CHANNELS if channel.delivers}
+    return AlertStatus.DELIVERED if delivering & set(accepted) else AlertStatus.LOG_ONLY
+
+
 def _claim(alert_id: int) -> str | None:
     """Compare-and-set: take the alert for one delivery run if it is pending, due and not held
     by a live claim. Returns the claim token, or None when there is nothing to do."""
@@ -156,9 +163,11 @@ def _claim(alert_id: int) -> str | None:
 def alert_deliver(*, alert_id: int) -> str:
     """Deliver a pending alert on every configured channel that has not had it yet.
 
-    Safe to run twice at once: only the run that claims the alert sends. Returns "delivered",
-    "retry" (some channel failed; next_attempt_at is set), "failed" (ALERT_MAX_ATTEMPTS used up;
-    the alert stays visible for staff to resend) or "skipped" (not due, or claimed elsewhere).
+    Safe to run twice at once: only the run that claims the alert sends. Returns "delivered"
+    (a delivery channel accepted it), "log_only" (no delivery channel configured: the log has
+    it), "retry" (some channel failed; next_attempt_at is set), "failed" (ALERT_MAX_ATTEMPTS
+    used up; the alert stays visible for staff to resend) or "skipped" (not due, or claimed
+    elsewhere).
     """
     token = _claim(alert_id)
     if token is None:
@@ -182,14 +191,15 @@ def alert_deliver(*, alert_id: int) -> str:
     release = {"claim_token": "", "claimed_until": None}
     finished = timezone.now()
     if not failures:
+        status = _settled_status(done)
         mine.update(
-            status=AlertStatus.DELIVERED,
-            delivered_at=finished,
+            status=status,
+            delivered_at=finished if status == AlertStatus.DELIVERED else None,
             next_attempt_at=None,
             last_error="",
             **release,
         )
-        return "delivered"
+        return str(status)
 
     summary = "; ".join(f"{o.channel}: {o.error}" for o in failures)
     fields = {"channels": [o.channel for o in failures], "dedup_key": alert.dedup_key}
@@ -234,7 +244,9 @@ def alert_resend(*, alert: Alert) -> None:
 
 def alert_send_test(*, channel: str | None = None) -> tuple[Alert, list[ChannelOutcome]]:
     """Send a real test alert now, in this process, on `channel` or on every channel; record
-    it like any alert. Unconfigured channels are reported, not attempted."""
+    it like any alert. Unconfigured channels are reported, not attempted. The alert is failed
+    when a channel failed or the one requested is not configured, delivered when a delivery
+    channel accepted it, log_only when only the log has it."""
     names = [channel] if channel else list(CHANNEL_NAMES)
     now = timezone.now()
     alert = Alert.objects.create(
@@ -256,12 +268,15 @@ def alert_send_test(*, channel: str | None = None) -> tuple[Alert, list[ChannelO
             outcomes.append(ChannelOutcome(name, None, reason))
             continue
         outcomes.append(_attempt(alert, target, attempt=1))
-    failed = [o for o in outcomes if o.ok is False]
+    # Asking for one channel that cannot be used fails the test as a channel failure does.
+    failed = [o for o in outcomes if o.ok is False or (channel and o.ok is None)]
+    accepted = [o.channel for o in outcomes if o.ok]
+    status = AlertStatus.FAILED if failed else _settled_status(accepted)
     Alert.objects.filter(pk=alert.pk).update(
-        status=AlertStatus.FAILED if failed else AlertStatus.DELIVERED,
-        delivered_channels=[o.channel for o in outcomes if o.ok],
-        delivered_at=None if failed else timezone.now(),
-        last_error="; ".join(f"{o.channel}: {o.error}" for o in failed),
+        status=status,
+        delivered_channels=accepted,
+        delivered_at=timezone.now() if status == AlertStatus.DELIVERED else None,
+        last_error="; ".join(f"{o.channel}: {o.error if o.ok is False else o}" for o in failed),
     )
     alert.refresh_from_db()
     return alert, outcomes

@@ -46,3 +46,23 @@ class RedactSecretsFilter(logging.Filter):
             record.exc_text = self.scrub(formatter.formatException(record.exc_info))
             record.exc_info = None
         return True
+
+
+class CacheOutageFilter(logging.Filter):
+    """For django-redis's logger of ignored errors (DJANGO_REDIS_LOGGER): it reports each one
+    as "Exception ignored" at ERROR with a traceback. The request is answered regardless (the
+    throttle fails open), so make it one WARNING line that names the failure, e.g.
+    `cache unavailable, throttles fail open: ConnectionError: Error 111 connecting to
+    127.0.0.1:6379. Connection refused.` (redis-py names host and port, never the password; the
+    handler's redaction still runs)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        error = record.exc_info[1] if record.exc_info else None
+        # django-redis wraps the client's error in ConnectionInterrupted (`from` the original).
+        cause = getattr(error, "__cause__", None) or error
+        if cause is not None:
+            record.msg = "cache unavailable, throttles fail open: %s: %s"
+            record.args = (type(cause).__name__, cause)
+        record.exc_info, record.exc_text = None, None
+        record.levelno, record.levelname = logging.WARNING, logging.getLevelName(logging.WARNING)
+        return True

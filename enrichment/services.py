@@ -90,7 +90,7 @@ class SweepResult:
     dispatched: int
     requeued: int
     failed: int
-    reservations_released: int
+    reservations_expired: int
 
 
 def jobs_requeue_expired(*, now: dt.datetime) -> tuple[int, int]:
@@ -156,7 +156,7 @@ def jobs_sweep(
     """One cycle of the beat sweep (also `trigger` and `manage.py enrich`, which may narrow the
     dispatch to `jobs`)."""
     now = now or timezone.now()
-    released = budget.budget_reservations_expire(now=now)
+    expired = budget.budget_reservations_expire(now=now)
     requeued, failed = jobs_requeue_expired(now=now)
     dispatched = 0
     if settings.ENRICHMENT_WORKER_ENABLED:
@@ -168,8 +168,8 @@ def jobs_sweep(
                 pk=pk, status=status, dispatched_at=dispatched_at
             ).update(dispatched_at=now):
                 dispatched += job_dispatch(job_id=pk)
-    result = SweepResult(dispatched, requeued, failed, released)
-    log = logger.info if dispatched or requeued or failed or released else logger.debug
+    result = SweepResult(dispatched, requeued, failed, expired)
+    log = logger.info if dispatched or requeued or failed or expired else logger.debug
     log("sweep: %s", result)
     return result
 

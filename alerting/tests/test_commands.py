@@ -7,7 +7,7 @@ from io import StringIO
 import pytest
 from django.core.management import CommandError, call_command
 
-from alerting.models import Alert, AlertStatus
+from alerting.models import Alert, AlertStatus, DeliveryStatus
 
 pytestmark = pytest.mark.django_db
 
@@ -30,8 +30,19 @@ def test_it_sends_through_every_configured_channel_and_prints_each_outcome(smtp)
         == "[Memory Connector] INFO: Test alert from Memory Connector"
     )
     alert = Alert.objects.get(kind="test")
-    assert alert.status == AlertStatus.DELIVERED
+    assert alert.status == AlertStatus.DELIVERED and alert.delivered_at is not None
     assert sorted(alert.deliveries.values_list("channel", flat=True)) == ["email", "log"]
+    assert f"Recorded as alert #{alert.pk} ({alert.dedup_key}): delivered." in output
+
+
+def test_it_records_log_only_when_no_channel_is_configured():
+    output = run()
+
+    assert "email: not configured" in output and "log: ok" in output
+    alert = Alert.objects.get(kind="test")
+    assert alert.status == AlertStatus.LOG_ONLY and alert.delivered_at is None
+    assert alert.delivered_channels == ["log"]
+    assert output.rstrip().endswith(": log_only.")
 
 
 def test_it_sends_only_through_the_chosen_channel(smtp, slack):
@@ -52,9 +63,22 @@ def test_it_exits_non_zero_when_the_chosen_channel_fails(smtp_down):
 def test_it_exits_non_zero_when_the_chosen_channel_is_not_configured():
     with pytest.raises(CommandError, match="slack is not configured"):
         run("--channel", "slack")
+    alert = Alert.objects.get(kind="test")
+    assert alert.status == AlertStatus.FAILED and alert.delivered_at is None
+    assert alert.delivered_channels == [] and alert.deliveries.count() == 0
+    assert alert.last_error.startswith("slack: not configured (set SLACK_BOT_TOKEN")
 
 
 def test_it_exits_non_zero_when_any_configured_channel_fails(smtp_down, slack):
     with pytest.raises(CommandError, match="not delivered: email failed"):
         run()
     assert len(slack.requests) == 1
+    alert = Alert.objects.get(kind="test")
+    assert alert.status == AlertStatus.FAILED and alert.delivered_at is None
+    assert alert.delivered_channels == ["slack", "log"]
+    assert [(d.channel, d.status) for d in alert.deliveries.all()] == [
+        ("email", DeliveryStatus.FAILED),
+        ("slack", DeliveryStatus.OK),
+        ("log", DeliveryStatus.OK),
+    ]
+    assert alert.last_error.startswith("email: ConnectionRefusedError")

@@ -75,8 +75,8 @@ def test_it_delivers_in_a_task_enqueued_on_commit(
     callbacks[0]()  # the commit: deliver_alert.delay(), run in-process
 
     alert.refresh_from_db()
-    assert alert.status == AlertStatus.DELIVERED
-    # No channel configured: the log is the channel, at the alert's severity, structured.
+    assert alert.status == AlertStatus.LOG_ONLY
+    # No channel configured: the log has it, at the alert's severity, structured.
     [record] = [r for r in caplog.records if r.name == "alerting"]
     assert record.levelno == logging.INFO
     assert (record.kind, record.severity, record.dedup_key) == (
@@ -132,7 +132,7 @@ def test_the_sweep_delivers_due_alerts_only(eager_celery):
 
     due.refresh_from_db()
     later.refresh_from_db()
-    assert due.status == AlertStatus.DELIVERED
+    assert due.status == AlertStatus.LOG_ONLY  # no channel configured: the log has it
     assert later.status == AlertStatus.PENDING and later.attempts == 0
 
 
@@ -153,7 +153,7 @@ def test_an_alert_claimed_by_a_dead_worker_is_delivered_after_the_lease():
         claim_token="dead", claimed_until=timezone.now() - dt.timedelta(seconds=1)
     )
     assert alerts_due_ids() == [alert.pk]
-    assert alert_deliver(alert_id=alert.pk) == "delivered"
+    assert alert_deliver(alert_id=alert.pk) == "log_only"
 
 
 def test_a_retry_skips_channels_that_already_succeeded(smtp, slack):
@@ -171,6 +171,48 @@ def test_a_retry_skips_channels_that_already_succeeded(smtp, slack):
         ("log", DeliveryStatus.OK, 1),
         ("slack", DeliveryStatus.OK, 2),
     ]
+
+
+def test_it_is_log_only_not_delivered_when_no_channel_is_configured():
+    alert = send()
+
+    assert alert_deliver(alert_id=alert.pk) == "log_only"
+
+    alert.refresh_from_db()
+    assert alert.status == AlertStatus.LOG_ONLY
+    assert alert.delivered_at is None and alert.next_attempt_at is None
+    assert alert.delivered_channels == ["log"]
+    assert [(d.channel, d.status) for d in alert.deliveries.all()] == [("log", DeliveryStatus.OK)]
+    assert alerts_due_ids() == [] and alerts_undelivered_count() == 0  # done, nothing to retry
+
+
+def test_it_is_log_only_when_the_configured_channel_does_not_take_this_kind(slack, settings):
+    # Slack set up for budget alerts only: a user-limit alert has nowhere to go but the log.
+    settings.SLACK_CHANNEL_ALERTS = ""
+    settings.SLACK_CHANNEL_AI_COSTS = "#ai-costs"
+    alert = send()
+
+    assert alert_deliver(alert_id=alert.pk) == "log_only"
+    assert slack.requests == []
+    budget = send(key="budget:2026-11-28:50", kind="budget_threshold", severity="warning")
+    assert alert_deliver(alert_id=budget.pk) == "delivered"
+    assert [r["body"]["channel"] for r in slack.requests] == ["#ai-costs"]
+
+
+def test_it_is_delivered_only_once_a_channel_accepted_it(smtp):
+    smtp.handler.refuse_with = "550 5.7.1 Refused"
+    alert = send()
+
+    assert alert_deliver(alert_id=alert.pk) == "retry"  # the log has it; nobody was told
+    alert.refresh_from_db()
+    assert alert.status == AlertStatus.PENDING and alert.delivered_at is None
+
+    smtp.handler.refuse_with = None
+    Alert.objects.filter(pk=alert.pk).update(next_attempt_at=timezone.now())
+    assert alert_deliver(alert_id=alert.pk) == "delivered"
+    alert.refresh_from_db()
+    assert alert.status == AlertStatus.DELIVERED and alert.delivered_at is not None
+    assert sorted(alert.delivered_channels) == ["email", "log"]
 
 
 def test_resend_sends_again_on_every_channel(

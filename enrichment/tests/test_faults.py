@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import urllib.error
 import urllib.request
 
@@ -60,15 +59,6 @@ def process_env(openai_stub):
         "ENRICHMENT_HEARTBEAT_SECONDS": "1",
         "LOG_LEVEL": "INFO",
     }
-
-
-@pytest.fixture
-def private_redis():
-    if not shutil.which("redis-server"):
-        pytest.skip("needs redis-server on PATH (CI has it) to stop and start a private Redis")
-    server = processes.RedisServer().start()
-    yield server
-    server.stop()
 
 
 @pytest.fixture

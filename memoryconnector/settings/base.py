@@ -136,17 +136,28 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     )
 
 REDIS_URL = env.str("REDIS_URL", default="")
-if REDIS_URL:
-    CACHES = {
-        "default": {
-            "BACKEND": "django_redis.cache.RedisCache",
-            "LOCATION": REDIS_URL,
-            "KEY_PREFIX": "mc",
-            "OPTIONS": {"SOCKET_CONNECT_TIMEOUT": 2, "SOCKET_TIMEOUT": 2},
-        }
+
+
+def redis_cache(url: str) -> dict:
+    """The cache on Redis. It holds only the auth throttles' counters, so a Redis outage must
+    not fail a request: django-redis ignores the error (IGNORE_EXCEPTIONS) and the throttle
+    fails open, with one warning line per ignored error (logger below)."""
+    return {
+        "BACKEND": "django_redis.cache.RedisCache",
+        "LOCATION": url,
+        "KEY_PREFIX": "mc",
+        "OPTIONS": {"SOCKET_CONNECT_TIMEOUT": 2, "SOCKET_TIMEOUT": 2, "IGNORE_EXCEPTIONS": True},
     }
+
+
+if REDIS_URL:
+    CACHES = {"default": redis_cache(REDIS_URL)}
 else:
     CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
+# django-redis logs each ignored error as an ERROR with a traceback on this logger;
+# common.logging.CacheOutageFilter (in LOGGING) makes it one WARNING line naming the failure.
+DJANGO_REDIS_LOG_IGNORED_EXCEPTIONS = True
+DJANGO_REDIS_LOGGER = "memoryconnector.cache"
 
 AUTH_USER_MODEL = "accounts.User"
 AUTH_PASSWORD_VALIDATORS = [
@@ -435,6 +446,13 @@ CELERY_BEAT_SCHEDULE = {
         "schedule": 60.0,
         "options": {"expires": 60.0},
     },
+    # Delete Idempotency-Keys past IDEMPOTENCY_KEY_TTL_HOURS, so the table holds about a day of
+    # keys instead of growing for ever. Hourly: a key outlives its TTL by at most an hour.
+    "idempotency-keys-purge": {
+        "task": "memories.idempotency_keys_purge",
+        "schedule": 3600.0,
+        "options": {"expires": 3600.0},
+    },
 }
 
 # --- Logging ------------------------------------------------------------------------------------
@@ -444,7 +462,10 @@ LOG_FORMAT = env.str("LOG_FORMAT", default="text")  # "json" in production
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "filters": {"redact": {"()": "common.logging.RedactSecretsFilter"}},
+    "filters": {
+        "redact": {"()": "common.logging.RedactSecretsFilter"},
+        "cache_outage": {"()": "common.logging.CacheOutageFilter"},
+    },
     "formatters": {
         "text": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"},
         "json": {
@@ -465,5 +486,7 @@ LOGGING = {
         # Our request log replaces Django's own per-request lines.
         "django.request": {"level": "ERROR"},
         "django.server": {"level": "WARNING"},
+        # Cache errors django-redis ignored (Redis down): throttles fail open, one line each.
+        DJANGO_REDIS_LOGGER: {"filters": ["cache_outage"]},
     },
 }

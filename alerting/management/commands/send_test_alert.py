@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from django.core.management.base import BaseCommand, CommandError
+from django.core.management.base import CommandError
 
 from alerting.channels import CHANNEL_NAMES
 from alerting.services import alert_send_test
+from common import commands
 
 
-class Command(BaseCommand):
+class Command(commands.Command):
     help = (
         "Send a real test alert synchronously through one channel (--channel) or every "
         "channel, record it, and print each channel's outcome. Exits non-zero when a "
@@ -32,7 +33,7 @@ class Command(BaseCommand):
                 self.stdout.write(self.style.WARNING(line))
             else:
                 self.stdout.write(self.style.ERROR(line))
-        self.stdout.write(f"Recorded as alert #{alert.pk} ({alert.dedup_key}).")
+        self.stdout.write(f"Recorded as alert #{alert.pk} ({alert.dedup_key}): {alert.status}.")
         problems = [f"{o.channel} failed" for o in outcomes if o.ok is False]
         # Asking for one channel that cannot be used is a failure too.
         if channel and outcomes[0].ok is None:

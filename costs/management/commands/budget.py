@@ -2,31 +2,25 @@
 
 from __future__ import annotations
 
-from decimal import Decimal, InvalidOperation
-
-from django.core.management.base import BaseCommand, CommandError
-
+from common import commands
 from costs import breaker, budget, selectors
+from costs.serializers import BudgetTodaySerializer
 
 
-def _cents(value: str) -> Decimal:
-    try:
-        amount = Decimal(value)
-    except InvalidOperation as exc:
-        raise CommandError(f"not an amount of cents: {value!r}") from exc
-    if not amount.is_finite() or amount < 0:
-        raise CommandError(f"not an amount of cents: {value!r}")
-    return amount
-
-
-class Command(BaseCommand):
+class Command(commands.Command):
     help = (
         "Show today's AI budget and breakers; --set-today CENTS, --reset-today, --pause, --resume."
     )
 
     def add_arguments(self, parser):
         actions = parser.add_mutually_exclusive_group()
-        actions.add_argument("--set-today", metavar="CENTS", help="Set today's limit in US cents.")
+        actions.add_argument(
+            "--set-today",
+            metavar="CENTS",
+            # The API's rule for the same value (PUT /admin/budget/today).
+            type=commands.field_type(BudgetTodaySerializer().fields["limitCents"]),
+            help="Set today's limit in US cents (at most 6 decimal places).",
+        )
         actions.add_argument(
             "--reset-today",
             action="store_true",
@@ -42,8 +36,8 @@ class Command(BaseCommand):
 
     def handle(self, *args, **options):
         if options["set_today"] is not None:
-            budget.budget_limit_set(limit_cents=_cents(options["set_today"]))
-            self.stdout.write(f"Today's budget set to {options['set_today']} cents.")
+            budget.budget_limit_set(limit_cents=options["set_today"])
+            self.stdout.write(f"Today's budget set to {options['set_today'].normalize():f} cents.")
         elif options["reset_today"]:
             budget.budget_limit_set(limit_cents=None)
             self.stdout.write("Today's budget follows AI_DAILY_BUDGET_CENTS again.")

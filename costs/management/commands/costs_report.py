@@ -5,18 +5,25 @@ from __future__ import annotations
 import datetime as dt
 
 from django.conf import settings
-from django.core.management.base import BaseCommand
 
+from common import commands
 from common.clock import today
 from costs import selectors
 from costs.money import ZERO
+from costs.serializers import CostsDailyQuerySerializer
 
 
-class Command(BaseCommand):
+class Command(commands.Command):
     help = "Print AI costs of the last N budget days, grouped by operation, model, user or day."
 
     def add_arguments(self, parser):
-        parser.add_argument("--days", type=int, default=30, help="How many days (default 30).")
+        parser.add_argument(
+            "--days",
+            # The API's rule for the same value (GET /admin/costs/daily?days=).
+            type=commands.field_type(CostsDailyQuerySerializer().fields["days"]),
+            default=30,
+            help="How many days, 1 to 366 (default 30).",
+        )
         parser.add_argument(
             "--by",
             choices=sorted(selectors.REPORT_GROUPS),
@@ -25,8 +32,6 @@ class Command(BaseCommand):
         )
 
     def handle(self, *args, days: int, by: str, **options):
-        if days < 1:
-            days = 1
         end = today()
         start = end - dt.timedelta(days=days - 1)
         rows = selectors.cost_totals(start=start, end=end, by=by)

@@ -4,27 +4,35 @@ from __future__ import annotations
 
 import sys
 
-from django.core.management.base import BaseCommand, CommandError
+from django.contrib.auth import get_user_model
+from django.core.management.base import CommandError
 from django.db.models import Q
 
+from common import commands
 from enrichment import services
 from enrichment.models import EnrichmentJob, JobStatus
 from memories.models import Memory
 
 
-class Command(BaseCommand):
+class Command(commands.Command):
     help = (
         "Run the enrichment sweep now (like POST /api/v1/admin/enrichment-worker/trigger), or "
         "with --inline process the jobs right here without a worker."
     )
 
     def add_arguments(self, parser):
-        parser.add_argument("--memory", help="only this memory (UUID); queues it if needed")
+        parser.add_argument(
+            "--memory",
+            type=commands.uuid_type,
+            help="only this memory (UUID); queues it if needed",
+        )
         parser.add_argument("--user", help="only this user's memories (email)")
         parser.add_argument("--retry-failed", action="store_true", help="queue failed jobs again")
         parser.add_argument("--inline", action="store_true", help="process here, no worker")
         parser.add_argument("--dry-run", action="store_true", help="show what would run")
-        parser.add_argument("--limit", type=int, default=None, help="at most this many jobs")
+        parser.add_argument(
+            "--limit", type=commands.positive_int, default=None, help="at most this many jobs"
+        )
 
     def _scope(self, options):
         memories = Memory.objects.alive()
@@ -33,6 +41,8 @@ class Command(BaseCommand):
             if not memories.exists():
                 raise CommandError(f"No live memory {options['memory']}")
         if options["user"]:
+            if not get_user_model().objects.filter(email__iexact=options["user"]).exists():
+                raise CommandError(f"No user with email {options['user']!r}")
             memories = memories.filter(user__email__iexact=options["user"])
         return memories
 
@@ -55,10 +65,11 @@ class Command(BaseCommand):
                 self.stdout.write(f"Queued memory {options['memory']} again.")
         if options["inline"]:
             return self._inline(jobs, options)
-        result = services.jobs_sweep(limit=options["limit"])
+        result = services.jobs_sweep(limit=options["limit"], jobs=jobs if scoped else None)
         self.stdout.write(
             f"Sweep: {result.dispatched} job(s) dispatched, {result.requeued} re-queued, "
-            f"{result.failed} failed, {result.reservations_released} reservation(s) released."
+            f"{result.failed} failed, {result.reservations_expired} expired reservation(s) "
+            "charged unreconciled."
         )
 
     def _waiting(self, jobs):
