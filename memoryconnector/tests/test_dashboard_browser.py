@@ -17,7 +17,7 @@ from django.test import Client
 from conftest import PASSWORD, client_for
 from costs import services as costs_services
 
-from .staff_ui import jobs, spend, worker_alive
+from .staff_ui import assert_queue_on_page, jobs, spend, worker_alive
 
 CHROMIUM = Path(os.environ.get("CHROMIUM_PATH", "/usr/bin/chromium"))
 CHROMIUM_ARGS = [
@@ -117,9 +117,10 @@ def test_staff_log_in_and_see_the_numbers_of_the_staff_api(page, live_server, ma
     assert Decimal(metric(page, "dailySpend.budgetCents")) == Decimal(str(spent["budgetCents"]))
     assert Decimal(metric(page, "dailySpend.percentUsed")) == Decimal(str(spent["percentUsed"]))
     assert int(metric(page, "dailySpend.operationCount")) == spent["operationCount"] == 6
-    for key, value in pipeline["queue"].items():
-        assert int(metric(page, f"queue.{key}")) == value, key
-    assert pipeline["queue"]["pending"] == 4 and pipeline["queue"]["failedToday"] == 2
+    assert_queue_on_page(lambda name: metric(page, name), pipeline["queue"])
+    assert pipeline["queue"]["pending"] == 6 and pipeline["queue"]["failedToday"] == 2
+    assert pipeline["queue"]["deferredByReason"]["budget"]["count"] == 2
+    assert page.locator('#deferred-by-reason tr[data-reason="budget"]').is_visible()
     assert "level-50" in page.locator(".mc-bar").get_attribute("class")
     assert page.locator(".mc-chart .mc-chart-bar").count() == 30
     assert page.locator('[data-warning="local_provider"]').is_visible()
