@@ -11,6 +11,8 @@ from . import selectors, services
 from .models import EnrichmentJob, JobStatus
 from .serializers import RetryFailedSerializer, TriggerSerializer, WorkerStatusSerializer
 
+TRIGGER_MESSAGE = "Enrichment processing triggered"
+
 
 class WorkerStatusApi(APIView):
     permission_classes = [IsAdminUser]
@@ -35,15 +37,15 @@ class TriggerApi(APIView):
     )
     def post(self, request):
         result = services.jobs_sweep()
-        enabled = "" if settings.ENRICHMENT_WORKER_ENABLED else " (processing is disabled)"
         return Response(
             {
                 "success": True,
-                "message": f"Enrichment processing triggered: {result.dispatched} job(s) "
-                f"dispatched{enabled}",
+                # The reference's exact words; the counts are in their own keys.
+                "message": TRIGGER_MESSAGE,
                 "timestamp": timezone.now(),
                 "dispatched": result.dispatched,
                 "requeued": result.requeued,
+                "enabled": settings.ENRICHMENT_WORKER_ENABLED,
             }
         )
 

@@ -82,7 +82,7 @@ def budget_breaker_open_long_check(*, now: dt.datetime | None = None) -> str:
 
 
 def _queue_threshold_check(
-    *, kind: str, count: int, threshold: int, title: str, message: str, counts: dict[str, int]
+    *, kind: str, count: int, threshold: int, title: str, message: str, counts: dict
 ) -> str:
     """Warning once per budget day when `count` is over `threshold` (0 turns the rule off)."""
     if not threshold:
@@ -102,8 +102,20 @@ def _queue_threshold_check(
     )
 
 
-def queue_pending_check(*, counts: dict[str, int]) -> str:
-    """More than ALERT_PENDING_THRESHOLD jobs pending."""
+def _deferred_text(counts: dict) -> str:
+    """ "; 3 of them deferred (budget 2 until 2026-11-29T00:00:00+00:00, ...)" or ""."""
+    if not counts["deferred"]:
+        return ""
+    reasons = ", ".join(
+        f"{reason} {row['count']}" + (f" until {row['until'].isoformat()}" if row["until"] else "")
+        for reason, row in counts["deferredByReason"].items()
+    )
+    return f"; {counts['deferred']} of them deferred ({reasons})"
+
+
+def queue_pending_check(*, counts: dict) -> str:
+    """More than ALERT_PENDING_THRESHOLD jobs pending (deferred ones included, as the
+    reference counts them: a backlog behind an open breaker is a backlog)."""
     threshold = settings.ALERT_PENDING_THRESHOLD
     return _queue_threshold_check(
         kind=QUEUE_PENDING_HIGH,
@@ -111,14 +123,15 @@ def queue_pending_check(*, counts: dict[str, int]) -> str:
         threshold=threshold,
         title=f"{counts['pending']} enrichment jobs pending",
         message=(
-            f"{counts['pending']} jobs are waiting (threshold {threshold}); "
-            f"{counts['processing']} are running. Workers may be too few or stuck."
+            f"{counts['pending']} jobs are waiting (threshold {threshold})"
+            f"{_deferred_text(counts)}; {counts['processing']} are running. Workers may be "
+            "too few or stuck, or AI is stopped by a breaker or a limit."
         ),
         counts=counts,
     )
 
 
-def queue_failed_check(*, counts: dict[str, int]) -> str:
+def queue_failed_check(*, counts: dict) -> str:
     """More than ALERT_FAILED_TODAY_THRESHOLD jobs failed today."""
     threshold = settings.ALERT_FAILED_TODAY_THRESHOLD
     return _queue_threshold_check(
@@ -166,9 +179,9 @@ def worker_heartbeat_sync() -> str:
 def health_check(*, now: dt.datetime | None = None) -> dict[str, str]:
     """Run every rule once; returns each rule's outcome ("ok", "off", "raised", "holding",
     "recovered" or "error"). A rule that fails is logged and does not stop the others."""
-    counts: dict[str, int] | None = None
+    counts: dict | None = None
 
-    def queue() -> dict[str, int]:
+    def queue() -> dict:
         nonlocal counts
         if counts is None:
             counts = queue_counts()

@@ -5,12 +5,13 @@ from __future__ import annotations
 import datetime as dt
 
 from django.conf import settings
-from django.db.models import Count, Q
+from django.db.models import Count, Min, Q
 from django.utils import timezone
 
 from common.clock import day_start, today
 
 from .models import EnrichmentJob, JobStatus, WorkerHeartbeat
+from .services import WAITING_STATUSES
 
 
 def workers_live(*, now: dt.datetime | None = None) -> list[WorkerHeartbeat]:
@@ -20,8 +21,31 @@ def workers_live(*, now: dt.datetime | None = None) -> list[WorkerHeartbeat]:
     return list(WorkerHeartbeat.objects.filter(last_seen__gte=cutoff).order_by("hostname"))
 
 
-def queue_counts() -> dict[str, int]:
-    """Jobs waiting and running now, and finished today (budget day), in one query."""
+# The reason shown for a deferred job that has none recorded (rows written before reasons were).
+UNSPECIFIED_REASON = "unspecified"
+
+
+def queue_deferred_by_reason() -> dict[str, dict]:
+    """Deferred jobs per reason ("budget_exhausted", "rate_limited", a user limit...), each with the
+    earliest time one of them becomes due again: {reason: {"count": n, "until": datetime}}."""
+    rows = (
+        EnrichmentJob.objects.filter(status=JobStatus.DEFERRED)
+        .values("deferred_reason")
+        .annotate(count=Count("pk"), until=Min("not_before"))
+        .order_by("deferred_reason")
+    )
+    return {
+        row["deferred_reason"] or UNSPECIFIED_REASON: {"count": row["count"], "until": row["until"]}
+        for row in rows
+    }
+
+
+def queue_counts() -> dict:
+    """Jobs waiting and running now, and finished today (budget day).
+
+    `pending` counts every job waiting, normal and deferred alike (the reference's contract: a
+    memory queued while the breaker is open is pending); `deferred` and `deferredByReason` break
+    the deferred ones down. One query, and one more only when some job is deferred."""
     since = day_start(today())
     # Only rows that can count (waiting, running, or finished today) — found through the
     # status/finished_at indexes, never a scan of the whole job history.
@@ -30,13 +54,15 @@ def queue_counts() -> dict[str, int]:
         | Q(finished_at__gte=since)
     )
     counts = relevant.aggregate(
-        pending=Count("pk", filter=Q(status=JobStatus.PENDING)),
+        pending=Count("pk", filter=Q(status__in=WAITING_STATUSES)),
         processing=Count("pk", filter=Q(status=JobStatus.PROCESSING)),
         deferred=Count("pk", filter=Q(status=JobStatus.DEFERRED)),
         completedToday=Count("pk", filter=Q(status=JobStatus.COMPLETED, finished_at__gte=since)),
         failedToday=Count("pk", filter=Q(status=JobStatus.FAILED, finished_at__gte=since)),
     )
-    return {key: int(value or 0) for key, value in counts.items()}
+    result: dict = {key: int(value or 0) for key, value in counts.items()}
+    result["deferredByReason"] = queue_deferred_by_reason() if result["deferred"] else {}
+    return result
 
 
 def worker_jobs_done_today(hostnames: list[str]) -> dict[str, int]:

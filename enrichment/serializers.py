@@ -19,10 +19,26 @@ class WorkerSerializer(serializers.Serializer):
     liveWorkers = LiveWorkerSerializer(many=True)  # noqa: N815
 
 
+class DeferredReasonSerializer(serializers.Serializer):
+    count = serializers.IntegerField()
+    until = serializers.DateTimeField(
+        allow_null=True, help_text="The earliest time a job deferred for this reason is due."
+    )
+
+
 class QueueSerializer(serializers.Serializer):
-    pending = serializers.IntegerField()
+    pending = serializers.IntegerField(
+        help_text="Every job waiting: those due now and those deferred (a breaker open, a "
+        "user limit reached), as the reference counts them."
+    )
     processing = serializers.IntegerField()
-    deferred = serializers.IntegerField()
+    deferred = serializers.IntegerField(help_text="The deferred part of `pending`.")
+    deferredByReason = serializers.DictField(  # noqa: N815
+        child=DeferredReasonSerializer(),
+        help_text='Deferred jobs by reason ("budget_exhausted", "budget_paused", '
+        '"budget_reserved", "rate_limited", "provider_breaker", "user_enrichment_limit", '
+        '"user_cost_limit"), each with its count and earliest due time.',
+    )
     completedToday = serializers.IntegerField()  # noqa: N815
     failedToday = serializers.IntegerField()  # noqa: N815
 
@@ -37,8 +53,11 @@ class TriggerSerializer(serializers.Serializer):
     success = serializers.BooleanField()
     message = serializers.CharField()
     timestamp = serializers.DateTimeField()
-    dispatched = serializers.IntegerField()
-    requeued = serializers.IntegerField()
+    dispatched = serializers.IntegerField(help_text="Jobs sent to the workers by this sweep.")
+    requeued = serializers.IntegerField(help_text="Jobs of lost workers handed out again.")
+    enabled = serializers.BooleanField(
+        help_text="ENRICHMENT_WORKER_ENABLED: when false the sweep dispatches nothing."
+    )
 
 
 class RetryFailedSerializer(serializers.Serializer):

@@ -1,12 +1,19 @@
-"""Celery tasks: thin wrappers that take ids and call services."""
+"""Celery tasks: thin wrappers that take ids and call services; the worker's and beat's
+start-up hooks."""
 
+import logging
 import threading
 
 from celery import shared_task
-from celery.signals import beat_init
+from celery.signals import beat_init, worker_ready
 from django.conf import settings
 
 from . import monitoring, services
+
+logger = logging.getLogger(__name__)
+
+# The line the reference's operators look for when the service boots.
+START_MESSAGE = "Starting enrichment worker"
 
 
 @shared_task(
@@ -45,3 +52,32 @@ def _start_beat_watchdog(sender=None, **kwargs) -> threading.Thread:
     )
     watchdog.start()
     return watchdog
+
+
+def start_log(*, role: str) -> dict:
+    """Log START_MESSAGE once per process start, with the sweep interval, batch size and
+    provider in the text and as fields (the JSON log format carries them as keys)."""
+    fields = {
+        "role": role,
+        "pollIntervalMs": settings.ENRICHMENT_POLL_INTERVAL_MS,
+        "batchSize": settings.ENRICHMENT_BATCH_SIZE,
+        "provider": settings.AI_PROVIDER,
+        "enabled": settings.ENRICHMENT_WORKER_ENABLED,
+    }
+    logger.info(
+        "%s (%s): pollIntervalMs=%s batchSize=%s provider=%s enabled=%s",
+        START_MESSAGE, role, fields["pollIntervalMs"], fields["batchSize"], fields["provider"],
+        fields["enabled"], extra=fields,
+    )  # fmt: skip
+    return fields
+
+
+@worker_ready.connect(dispatch_uid="enrichment.start_log_worker")
+def _log_worker_start(sender=None, **kwargs) -> dict:
+    # Sent once, in the worker's main process, when it starts consuming (not per pool child).
+    return start_log(role="worker")
+
+
+@beat_init.connect(dispatch_uid="enrichment.start_log_beat")
+def _log_beat_start(sender=None, **kwargs) -> dict:
+    return start_log(role="beat")

@@ -38,6 +38,16 @@ HISTORY_DAYS = 30
 RECENT_OPERATIONS_SHOWN = 10
 RECENT_ALERTS_SHOWN = 8
 CHANNEL_NAMES = {"email": "email", "slack": "Slack"}
+# Plain words for the reasons a job is deferred (enrichment.services and costs' user limits).
+DEFERRAL_REASONS = {
+    "budget_exhausted": "the daily budget is spent (its rest cannot cover a call)",
+    "budget_paused": "staff paused AI",
+    "rate_limited": "the AI provider asked us to slow down (429)",
+    "budget_reserved": "the rest of the budget is held by calls in flight",
+    "provider_breaker": "the AI provider is failing",
+    "user_enrichment_limit": "the user's daily enrichment limit is reached",
+    "user_cost_limit": "the user's daily cost limit is reached",
+}
 
 
 # --- formatting ---------------------------------------------------------------------------------
@@ -305,6 +315,15 @@ def dashboard_context() -> dict:
         ],
         "worker": pipeline["worker"],
         "queue": pipeline["queue"],
+        "deferred_reasons": [
+            {
+                **row,
+                "reason": reason,
+                "text": DEFERRAL_REASONS.get(reason, ""),
+                "in": duration_text((row["until"] - now).total_seconds()) if row["until"] else "",
+            }
+            for reason, row in pipeline["queue"]["deferredByReason"].items()
+        ],
         "heartbeat_window": heartbeat_window,
         "alerts": alerts,
         "channels": channels,

@@ -1,5 +1,5 @@
 """Real processes for fault-injection tests and benchmarks: a private redis-server, Celery
-workers and a gunicorn web server, each on this machine's loopback only."""
+workers and beat, and a gunicorn web server, each on this machine's loopback only."""
 
 from __future__ import annotations
 
@@ -107,6 +107,14 @@ def celery_worker(env: dict, *, name: str, concurrency: int = 1, log: Path | Non
         [sys.executable, "-m", "celery", "-A", "memoryconnector", "worker", "--loglevel=INFO",
          f"--concurrency={concurrency}", "--pool=prefork", f"--hostname={name}@%h",
          "--without-mingle", "--without-gossip"],
+        env, log=log,
+    )  # fmt: skip
+
+
+def celery_beat(env: dict, *, schedule: Path, log: Path | None = None):
+    return Process(
+        [sys.executable, "-m", "celery", "-A", "memoryconnector", "beat", "--loglevel=INFO",
+         f"--schedule={schedule}"],
         env, log=log,
     )  # fmt: skip
 

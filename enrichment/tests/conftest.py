@@ -1,15 +1,23 @@
-"""Pipeline fixtures: the OpenAI stub server, provider settings, a real Celery worker."""
+"""Pipeline fixtures: the OpenAI stub server, provider settings, a real Celery worker, and the
+environment for our own web, worker and beat processes."""
 
 from __future__ import annotations
 
+import os
 import time
 
 import pytest
 from celery.contrib.testing.worker import start_worker
+from django.conf import settings as django_settings
+from django.db import connection
 
 from enrichment.providers import reset_provider_cache
+from enrichment.testing import processes
 from enrichment.testing.openai_stub import OpenAIStub
 from memoryconnector.celery import app as celery_app
+
+# Logs of the processes the tests start (kept as CI artifacts).
+LOGS = django_settings.BASE_DIR / "test-results"
 
 FAKE_KEY = "sk-test-0123456789abcdef"
 
@@ -80,3 +88,53 @@ def celery_worker(_session_worker, transactional_db):
     """The session's worker, with committed data it can see and an empty queue."""
     _purge_queues()
     yield _session_worker
+
+
+# --- real processes (enrichment.testing.processes) -------------------------------------------
+
+
+def database_url() -> str:
+    db = connection.settings_dict
+    if connection.vendor == "sqlite":
+        return f"sqlite:///{db['NAME']}"
+    auth = db["USER"] + (f":{db['PASSWORD']}" if db["PASSWORD"] else "")
+    return f"postgres://{auth}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{db['NAME']}"
+
+
+@pytest.fixture
+def process_env(openai_stub):
+    """Environment for our web and worker processes: this test's database, the stub provider,
+    the test's signing key (so its tokens are accepted); the broker is set per test."""
+    LOGS.mkdir(exist_ok=True)
+    return {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "memoryconnector.settings.local",
+        "DJANGO_DEBUG": "false",
+        "DJANGO_SECRET_KEY": django_settings.SECRET_KEY,
+        "JWT_SIGNING_KEY": django_settings.SECRET_KEY,
+        "DATABASE_URL": database_url(),
+        "CELERY_BROKER_URL": "",
+        "AI_PROVIDER": "openai",
+        "OPENAI_API_KEY": "sk-fault-injection-key",
+        "OPENAI_BASE_URL": openai_stub.base_url,
+        "OPENAI_TIMEOUT_SECONDS": "120",
+        "USER_DAILY_MEMORY_LIMIT": "0",
+        "USER_DAILY_ENRICHMENT_LIMIT": "0",
+        "ENRICHMENT_BATCH_SIZE": "500",
+        "ENRICHMENT_HEARTBEAT_SECONDS": "1",
+        "LOG_LEVEL": "INFO",
+    }
+
+
+@pytest.fixture
+def started():
+    """Processes a test starts; all stopped (before the database is flushed)."""
+    running: list[processes.Process] = []
+
+    def start(process: processes.Process) -> processes.Process:
+        running.append(process)
+        return process.start()
+
+    yield start
+    for process in reversed(running):
+        process.stop()

@@ -29,7 +29,8 @@ def test_the_status_reports_queue_and_live_workers(staff_api, api):
     assert body["worker"]["enabled"] is True
     assert body["worker"]["pollIntervalMs"] == 5000
     assert body["queue"] == {
-        "pending": 1, "processing": 0, "deferred": 0, "completedToday": 0, "failedToday": 1,
+        "pending": 1, "processing": 0, "deferred": 0, "deferredByReason": {},
+        "completedToday": 0, "failedToday": 1,
     }  # fmt: skip
 
     now = timezone.now()
@@ -42,7 +43,7 @@ def test_the_status_reports_queue_and_live_workers(staff_api, api):
     assert [w["hostname"] for w in worker["liveWorkers"]] == ["w1@host"]
 
 
-def test_trigger_runs_the_sweep(staff_api, api, monkeypatch):
+def test_it_runs_the_sweep_and_answers_the_reference_message(staff_api, api, monkeypatch):
     from enrichment import services
 
     sent = []
@@ -50,8 +51,10 @@ def test_trigger_runs_the_sweep(staff_api, api, monkeypatch):
     api.post("/api/v1/memories", {"textContent": "x"}, "json")
     EnrichmentJob.objects.update(dispatched_at=None)
     body = staff_api.post(TRIGGER).json()
-    assert body["success"] is True and body["dispatched"] == 1
-    assert "1 job(s) dispatched" in body["message"]
+    # The reference's words exactly; the counts stay in their own keys.
+    assert body["message"] == "Enrichment processing triggered"
+    assert body["success"] is True and body["dispatched"] == 1 and sent == [1]
+    assert body["requeued"] == 0 and body["enabled"] is True
     assert body["timestamp"]
 
 

@@ -182,6 +182,25 @@ def test_pending_jobs_over_the_threshold_warn_once_per_day(clock, settings, user
     assert first.context["pending"] == 4 and first.context["threshold"] == 3
 
 
+def test_it_counts_deferred_jobs_as_pending_and_names_their_reasons(clock, settings, user):
+    settings.ALERT_PENDING_THRESHOLD = 3
+    worker_alive()
+    until = START + dt.timedelta(hours=15)
+    add_jobs(user, 2)
+    add_jobs(
+        user, 2, status=JobStatus.DEFERRED, deferred_reason="budget_exhausted", not_before=until
+    )
+    assert monitoring.health_check()["queue_pending_high"] == "raised"
+    alert = Alert.objects.get(kind="queue_pending_high")
+    assert alert.title == "4 enrichment jobs pending"
+    assert (
+        "2 of them deferred (budget_exhausted 2 until 2026-11-29T00:00:00+00:00)" in alert.message
+    )
+    assert alert.context["deferredByReason"] == {
+        "budget_exhausted": {"count": 2, "until": "2026-11-29T00:00:00Z"}
+    }
+
+
 def test_failed_jobs_over_the_threshold_warn_once_per_day(clock, settings, user):
     settings.ALERT_FAILED_TODAY_THRESHOLD = 2
     add_jobs(user, 2, status=JobStatus.FAILED, finished_at=START)

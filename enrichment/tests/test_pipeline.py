@@ -188,3 +188,39 @@ def test_the_ledger_sum_matches_the_daily_budget(use_openai, celery_worker, user
     spend = cost_selectors.ai_cost_tracking()["dailySpend"]
     assert Decimal(str(spend["totalCents"])) == ledger
     assert spend["operationCount"] == 10
+
+
+def test_it_counts_a_memory_queued_while_the_breaker_is_open_as_pending(
+    celery_worker, make_user, staff_api
+):
+    """The reference's "Test Scenario 2": breaker open, a memory created through the API, the
+    worker status says `"pending": 1` (queued but not processing), with the breakdown beside."""
+    from common.clock import next_reset
+
+    assert staff_api.post("/api/v1/admin/circuit-breaker/pause").status_code == 200
+    assert staff_api.get("/api/v1/admin/circuit-breaker").json()["state"] == "open"
+    api = client_for(make_user("scenario2@example.com"))
+    response = api.post("/api/v1/memories", {"textContent": "Should be queued"}, "json")
+    assert response.status_code == 201
+
+    # The real worker picks the job up, finds the breaker open and defers it to the reset.
+    job = wait_for(
+        lambda: EnrichmentJob.objects.filter(
+            memory_id=response.json()["id"], status=JobStatus.DEFERRED
+        ).first(),
+        what="the worker to defer the job",
+    )
+    assert job.deferred_reason == "budget_paused" and job.not_before == next_reset()
+
+    queue = staff_api.get("/api/v1/admin/enrichment-worker").json()["queue"]
+    assert queue == {
+        "pending": 1,
+        "processing": 0,
+        "deferred": 1,
+        "deferredByReason": {
+            "budget_paused": {"count": 1, "until": next_reset().isoformat().replace("+00:00", "Z")}
+        },
+        "completedToday": 0,
+        "failedToday": 0,
+    }
+    assert AICostRecord.objects.count() == 0

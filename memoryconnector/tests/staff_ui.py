@@ -10,7 +10,7 @@ from django.utils import timezone
 
 from accounts.models import User
 from alerting.models import Alert
-from common.clock import today
+from common.clock import next_reset, today
 from costs import metering
 from costs.budget import cost_totals_rebuild
 from costs.models import AICostRecord, Operation, UserUsage
@@ -124,8 +124,10 @@ def spend(user, calls: int) -> None:
 
 
 def jobs(user, **counts: int) -> None:
-    """Jobs by status for the queue numbers, e.g. jobs(user, pending=3, failed=2)."""
+    """Jobs by status for the queue numbers, e.g. jobs(user, pending=3, failed=2); deferred
+    ones wait for the budget until the daily reset, as the worker defers them."""
     now = timezone.now()
+    deferred = {"deferred_reason": "budget_exhausted", "not_before": next_reset(now)}
     rows = []
     for status, count in counts.items():
         for _ in range(count):
@@ -137,6 +139,20 @@ def jobs(user, **counts: int) -> None:
                     text_hash="0" * 64,
                     finished_at=now if status in ("completed", "failed") else None,
                     last_error="boom" if status == "failed" else "",
+                    **(deferred if status == "deferred" else {}),
                 )
             )
     EnrichmentJob.objects.bulk_create(rows)
+
+
+def assert_queue_on_page(metric, queue: dict) -> None:
+    """Every queue figure of the staff API (`queue`) is on the page, deferral reasons included;
+    `metric(name)` reads the page's data-metric="name"."""
+    for key, value in queue.items():
+        if key != "deferredByReason":
+            assert int(metric(f"queue.{key}")) == value, key  # noqa: S101
+    for reason, row in queue["deferredByReason"].items():
+        prefix = f"queue.deferredByReason.{reason}"
+        assert int(metric(f"{prefix}.count")) == row["count"], reason  # noqa: S101
+        until = dt.datetime.fromisoformat(metric(f"{prefix}.until"))
+        assert until == dt.datetime.fromisoformat(row["until"]), reason  # noqa: S101

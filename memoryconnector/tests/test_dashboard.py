@@ -15,12 +15,13 @@ from django.db import connection
 from django.test import Client
 from django.test.utils import CaptureQueriesContext
 
+from common.clock import next_reset
 from conftest import client_for
 from costs import breaker, budget
 from enrichment.models import EnrichmentJob, JobStatus
 from memoryconnector.dashboard import cost_chart, duration_text, spend_level
 
-from .staff_ui import jobs, seed_rows, spend, worker_alive
+from .staff_ui import assert_queue_on_page, jobs, seed_rows, spend, worker_alive
 
 pytestmark = pytest.mark.django_db
 
@@ -219,15 +220,21 @@ def test_the_numbers_on_the_page_equal_the_staff_api(staff_client, staff, user):
         assert int(metric(page, f"{prefix}.count")) == row["count"]
         assert Decimal(metric(page, f"{prefix}.totalCents")) == Decimal(str(row["totalCents"]))
     assert metric(page, "circuitBreaker.state") == breaker["state"]
-    for key, value in pipeline["queue"].items():
-        assert int(metric(page, f"queue.{key}")) == value, key
+    assert_queue_on_page(lambda name: metric(page, name), pipeline["queue"])
     assert pipeline["queue"] == {
-        "pending": 3,
+        "pending": 5,  # every job waiting: 3 due now and 2 deferred
         "processing": 1,
         "deferred": 2,
+        "deferredByReason": {
+            "budget_exhausted": {
+                "count": 2,
+                "until": next_reset().isoformat().replace("+00:00", "Z"),
+            }
+        },
         "completedToday": 4,
         "failedToday": 1,
     }
+    assert "the daily budget is spent or AI is paused" in page
     assert int(metric(page, "worker.liveWorkers.length")) == len(pipeline["worker"]["liveWorkers"])
     assert "worker-1@test" in page
 

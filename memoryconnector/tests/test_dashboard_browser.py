@@ -5,84 +5,19 @@ test-results/dashboard.png. Skipped, with the reason, where /usr/bin/chromium is
 
 from __future__ import annotations
 
-import os
 import re
 from decimal import Decimal
-from pathlib import Path
 
-import pytest
 from django.conf import settings as django_settings
 from django.test import Client
 
 from conftest import PASSWORD, client_for
 from costs import budget
 
-from .staff_ui import jobs, spend, worker_alive
+from .browser import BROWSER_MARKS, RESULTS
+from .staff_ui import assert_queue_on_page, jobs, spend, worker_alive
 
-CHROMIUM = Path(os.environ.get("CHROMIUM_PATH", "/usr/bin/chromium"))
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-dev-shm-usage",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--no-first-run",
-    "--disable-sync",
-]
-RESULTS = Path(django_settings.BASE_DIR) / "test-results"
-TIMEOUT_MS = 15_000
-
-pytestmark = [
-    pytest.mark.browser,
-    pytest.mark.skipif(
-        not CHROMIUM.exists(),
-        reason=f"{CHROMIUM} is missing: install Debian's chromium (apt-get install -y chromium)",
-    ),
-]
-
-
-@pytest.fixture(scope="module")
-def browser():
-    from playwright.sync_api import sync_playwright
-
-    # Playwright's sync API keeps an event loop running in this thread while the browser is
-    # open; the ORM calls of the tests and fixtures (seeding, the database flush) are plain
-    # synchronous code all the same, which Django would otherwise refuse.
-    previous = os.environ.get("DJANGO_ALLOW_ASYNC_UNSAFE")
-    os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"
-    try:
-        with sync_playwright() as playwright:
-            browser = playwright.chromium.launch(
-                executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS
-            )
-            yield browser
-            browser.close()
-    finally:
-        if previous is None:
-            os.environ.pop("DJANGO_ALLOW_ASYNC_UNSAFE", None)
-        else:
-            os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = previous
-
-
-@pytest.fixture
-def page(browser, transactional_db):
-    context = browser.new_context(viewport={"width": 1366, "height": 900}, locale="en-US")
-    context.set_default_timeout(TIMEOUT_MS)
-    page = context.new_page()
-    errors: list[str] = []
-    page.on("pageerror", lambda exc: errors.append(str(exc)))
-    # Every script error and every failed load, except the browser's own favicon request.
-    page.on(
-        "response",
-        lambda r: (
-            errors.append(f"{r.status} {r.url}")
-            if r.status >= 400 and not r.url.endswith("/favicon.ico")
-            else None
-        ),
-    )
-    page.js_errors = errors
-    yield page
-    context.close()
+pytestmark = BROWSER_MARKS
 
 
 def log_in(page, live_server, email: str, next_url: str = "/admin/dashboard/") -> None:
@@ -117,9 +52,10 @@ def test_staff_log_in_and_see_the_numbers_of_the_staff_api(page, live_server, ma
     assert Decimal(metric(page, "dailySpend.budgetCents")) == Decimal(str(spent["budgetCents"]))
     assert Decimal(metric(page, "dailySpend.percentUsed")) == Decimal(str(spent["percentUsed"]))
     assert int(metric(page, "dailySpend.operationCount")) == spent["operationCount"] == 6
-    for key, value in pipeline["queue"].items():
-        assert int(metric(page, f"queue.{key}")) == value, key
-    assert pipeline["queue"]["pending"] == 4 and pipeline["queue"]["failedToday"] == 2
+    assert_queue_on_page(lambda name: metric(page, name), pipeline["queue"])
+    assert pipeline["queue"]["pending"] == 6 and pipeline["queue"]["failedToday"] == 2
+    assert pipeline["queue"]["deferredByReason"]["budget_exhausted"]["count"] == 2
+    assert page.locator('#deferred-by-reason tr[data-reason="budget_exhausted"]').is_visible()
     assert "level-50" in page.locator(".mc-bar").get_attribute("class")
     assert page.locator(".mc-chart .mc-chart-bar").count() == 30
     assert page.locator('[data-warning="local_provider"]').is_visible()

@@ -105,7 +105,10 @@ def test_the_schema_and_swagger_ui_are_served_offline(anon):
     schema = anon.get("/api/v1/schema", HTTP_ACCEPT="application/vnd.oai.openapi+json")
     assert schema.status_code == 200
     spec = schema.json()
-    assert spec["components"]["securitySchemes"]["jwtAuth"]["scheme"] == "bearer"
+    # What is typed into Authorize is sent as the header: "Bearer <token>", as the notes say.
+    scheme = spec["components"]["securitySchemes"]["jwtAuth"]
+    assert (scheme["type"], scheme["in"], scheme["name"]) == ("apiKey", "header", "Authorization")
+    assert "Bearer <your-access-token>" in scheme["description"]
     memory = spec["components"]["schemas"]["Memory"]["properties"]
     assert {"textContent", "enrichmentStatus", "createdAt"} <= set(memory)
     create = spec["paths"]["/api/v1/memories"]["post"]

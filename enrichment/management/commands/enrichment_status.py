@@ -17,9 +17,12 @@ class Command(BaseCommand):
             f"provider: {worker['provider']}    sweep every {worker['pollIntervalMs']} ms"
         )
         self.stdout.write(
-            "Queue: {pending} pending, {processing} processing, {deferred} deferred, "
+            "Queue: {pending} pending (of which {deferred} deferred), {processing} processing, "
             "{completedToday} completed today, {failedToday} failed today".format(**queue)
         )
+        for reason, deferred in queue["deferredByReason"].items():
+            until = f" until {deferred['until']:%Y-%m-%d %H:%M %Z}" if deferred["until"] else ""
+            self.stdout.write(f"  deferred for {reason}: {deferred['count']}{until}")
         if worker["liveWorkers"]:
             for live in worker["liveWorkers"]:
                 self.stdout.write(
