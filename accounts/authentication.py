@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from drf_spectacular.contrib.rest_framework_simplejwt import SimpleJWTScheme
 from rest_framework.exceptions import AuthenticationFailed
 from rest_framework_simplejwt import authentication
 
@@ -20,9 +19,3 @@ class JWTAuthentication(authentication.JWTAuthentication):
                 "This token has been revoked; log in again.", code="token_revoked"
             )
         return user
-
-
-class JWTScheme(SimpleJWTScheme):
-    """The OpenAPI bearer scheme for our subclass (drf-spectacular matches exact classes)."""
-
-    target_class = "accounts.authentication.JWTAuthentication"

@@ -15,7 +15,9 @@ SCHEME_NAME = "jwtAuth"
 
 
 class BearerHeaderScheme(OpenApiAuthenticationExtension):
+    # Ours (simplejwt's plus revocation) and simplejwt's own.
     target_class = "rest_framework_simplejwt.authentication.JWTAuthentication"
+    match_subclasses = True
     name = SCHEME_NAME
     # Over drf-spectacular's bundled simplejwt extension (priority 0).
     priority = 1

@@ -234,7 +234,7 @@ def test_the_numbers_on_the_page_equal_the_staff_api(staff_client, staff, user):
         "completedToday": 4,
         "failedToday": 1,
     }
-    assert "the daily budget is spent or AI is paused" in page
+    assert "the daily budget is spent (its rest cannot cover a call)" in page
     assert int(metric(page, "worker.liveWorkers.length")) == len(pipeline["worker"]["liveWorkers"])
     assert "worker-1@test" in page
 
