@@ -9,6 +9,7 @@ import os
 import shutil
 import urllib.error
 import urllib.request
+from urllib.parse import quote
 
 import pytest
 from django.conf import settings as django_settings
@@ -30,10 +31,11 @@ LOGS = django_settings.BASE_DIR / "test-results"
 
 def database_url() -> str:
     db = connection.settings_dict
-    if connection.vendor == "sqlite":
-        return f"sqlite:///{db['NAME']}"
     auth = db["USER"] + (f":{db['PASSWORD']}" if db["PASSWORD"] else "")
-    return f"postgres://{auth}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{db['NAME']}"
+    host = db["HOST"] or "127.0.0.1"
+    if host.startswith("/"):  # a Unix socket folder, such as the embedded server's
+        return f"postgres://{auth}@{quote(host, safe='')}/{db['NAME']}"
+    return f"postgres://{auth}@{host}:{db['PORT'] or 5432}/{db['NAME']}"
 
 
 @pytest.fixture

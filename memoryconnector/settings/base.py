@@ -5,8 +5,11 @@ Every variable read here is documented in `.env.example`.
 
 from datetime import timedelta
 from pathlib import Path
+from urllib.parse import unquote
 
 import environ
+
+from common import embedded_postgres
 
 BASE_DIR = Path(__file__).resolve().parent.parent.parent
 
@@ -96,20 +99,20 @@ TEMPLATES = [
     },
 ]
 
-DATABASES = {
-    "default": env.db_url_config(
-        env.str("DATABASE_URL", default="") or f"sqlite:///{BASE_DIR / 'db.sqlite3'}"
-    ),
-}
+# PostgreSQL only (pgvector 0.8+ and full-text search power memory search). Unset: the embedded
+# server of `make run` / `make test` (common/embedded_postgres.py), on its socket under var/.
+DATABASE_URL = env.str("DATABASE_URL", default="") or embedded_postgres.default_url()
+DATABASES = {"default": env.db_url_config(DATABASE_URL)}
+if DATABASES["default"]["ENGINE"] != "django.db.backends.postgresql":
+    raise environ.ImproperlyConfigured(
+        "DATABASE_URL must be a postgres:// URL (a server with pgvector 0.8+); unset, "
+        "`make run` and `make test` start an embedded PostgreSQL"
+    )
+# A Unix socket folder given as a percent-encoded host (postgres://user@%2Fpath%2Fto/db), the
+# form libpq reads too.
+DATABASES["default"]["HOST"] = unquote(DATABASES["default"]["HOST"])
 DATABASES["default"]["CONN_MAX_AGE"] = env.int("DATABASE_CONN_MAX_AGE", default=60)
 DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
-if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
-    # SQLite: wait for a writer instead of failing with "database is locked", and take the
-    # write lock at BEGIN so two writers never deadlock on a lock upgrade.
-    DATABASES["default"]["CONN_MAX_AGE"] = 0
-    DATABASES["default"].setdefault("OPTIONS", {}).update(
-        {"timeout": 20, "transaction_mode": "IMMEDIATE"}
-    )
 
 REDIS_URL = env.str("REDIS_URL", default="")
 if REDIS_URL:
