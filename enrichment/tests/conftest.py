@@ -28,6 +28,7 @@ def use_openai(settings, openai_stub):
     settings.OPENAI_API_KEY = FAKE_KEY
     settings.OPENAI_BASE_URL = openai_stub.base_url
     settings.OPENAI_TIMEOUT_SECONDS = 1.0
+    settings.EMBEDDING_DIMENSIONS = 16  # small vectors: the stub answers the size it is asked
     reset_provider_cache()
     yield openai_stub
     reset_provider_cache()

@@ -56,6 +56,7 @@ INSTALLED_APPS = [
     "django.contrib.sessions",
     "django.contrib.messages",
     "django.contrib.staticfiles",
+    "django.contrib.postgres",
     "rest_framework",
     "rest_framework_simplejwt.token_blacklist",
     "drf_spectacular",
@@ -220,7 +221,16 @@ if AI_PROVIDER == "openai" and not OPENAI_API_KEY:
 OPENAI_BASE_URL = env.str("OPENAI_BASE_URL", default="")
 OPENAI_CLASSIFICATION_MODEL = env.str("OPENAI_CLASSIFICATION_MODEL", default="gpt-4o-mini")
 OPENAI_EMBEDDING_MODEL = env.str("OPENAI_EMBEDDING_MODEL", default="text-embedding-3-small")
-OPENAI_EMBEDDING_DIMENSIONS = env.int("OPENAI_EMBEDDING_DIMENSIONS", default=0) or None
+# Dimensions asked of embedding models that accept them (text-embedding-3-*; OPENAI_EMBEDDING_
+# DIMENSIONS is the older name). 512 keeps most of their quality at a third of 1536's storage and
+# scan cost. Changing it (or the model) re-embeds old rows in the background (manage.py reembed).
+EMBEDDING_DIMENSIONS = (
+    env.int("EMBEDDING_DIMENSIONS", default=0)
+    or env.int("OPENAI_EMBEDDING_DIMENSIONS", default=0)
+    or 512
+)
+if not 1 <= EMBEDDING_DIMENSIONS <= 2000:
+    raise environ.ImproperlyConfigured("EMBEDDING_DIMENSIONS must be 1 to 2000 (pgvector's index)")
 OPENAI_TIMEOUT_SECONDS = env.float("OPENAI_TIMEOUT_SECONDS", default=30.0)
 OPENAI_CLASSIFICATION_MAX_INPUT_TOKENS = env.int(
     "OPENAI_CLASSIFICATION_MAX_INPUT_TOKENS", default=4000
@@ -241,6 +251,17 @@ ENRICHMENT_HEARTBEAT_SECONDS = env.int("ENRICHMENT_HEARTBEAT_SECONDS", default=5
 # A job refused a reservation while the budget is not yet spent (calls in flight hold the rest)
 # tries again after this long instead of waiting for the reset.
 ENRICHMENT_BUDGET_RETRY_SECONDS = env.int("ENRICHMENT_BUDGET_RETRY_SECONDS", default=30)
+
+# --- Search -------------------------------------------------------------------------------------
+# PostgreSQL text search configuration for keyword search (with 'simple' beside it, so exact
+# tokens such as INV-88231 match); changing it rebuilds the stored tsvectors after `migrate`.
+SEARCH_LANGUAGE = env.str("SEARCH_LANGUAGE", default="english")
+# A query's embedding is cached this long (the same normalised query and model: no second call).
+SEARCH_QUERY_CACHE_SECONDS = env.int("SEARCH_QUERY_CACHE_SECONDS", default=24 * 3600)
+# HNSW: build parameters of the vector index, and the candidate list size at query time.
+SEARCH_HNSW_M = env.int("SEARCH_HNSW_M", default=16)
+SEARCH_HNSW_EF_CONSTRUCTION = env.int("SEARCH_HNSW_EF_CONSTRUCTION", default=64)
+SEARCH_HNSW_EF_SEARCH = env.int("SEARCH_HNSW_EF_SEARCH", default=100)
 
 # --- Alerting -----------------------------------------------------------------------------------
 # Channels: email when SMTP_HOST and ADMIN_EMAIL are set; Slack when SLACK_BOT_TOKEN and a channel
