@@ -62,6 +62,13 @@ class Migration(migrations.Migration):
                 )
             ],
         ),
+        # Going back: the HNSW indexes made after migrate go first (they cast the column).
+        migrations.RunSQL(
+            migrations.RunSQL.noop,
+            "DO $$ DECLARE name text; BEGIN FOR name IN SELECT indexname FROM pg_indexes "
+            "WHERE tablename = 'memories_embedding' AND indexname LIKE 'embedding_hnsw_%' "
+            "LOOP EXECUTE format('DROP INDEX %I', name); END LOOP; END $$",
+        ),
         migrations.AddIndex(
             model_name="embedding",
             index=models.Index(fields=["user", "model", "dimensions"], name="embedding_user_model"),
@@ -74,6 +81,12 @@ class Migration(migrations.Migration):
             model_name="memory",
             name="search_vector",
             field=django.contrib.postgres.search.SearchVectorField(editable=False, null=True),
+        ),
+        # Going back: the trigger made after migrate goes before its column.
+        migrations.RunSQL(
+            migrations.RunSQL.noop,
+            "DROP TRIGGER IF EXISTS memory_search_vector ON memories_memory; "
+            "DROP FUNCTION IF EXISTS memory_search_vector_update()",
         ),
         migrations.AddIndex(
             model_name="memory",
