@@ -17,15 +17,15 @@ RUN pip install -r requirements.txt
 
 COPY . .
 
-# collectstatic needs importable production settings; these values are throwaway,
+# collectstatic needs importable production settings (it never connects to the database);
+# these values are throwaway,
 # exist only for this RUN step and are not kept in the image's environment.
 RUN DJANGO_SETTINGS_MODULE=memoryconnector.settings.production \
     DJANGO_SECRET_KEY=build-time-only-collectstatic-not-a-real-secret-0123456789 \
     JWT_SIGNING_KEY=build-time-only-collectstatic-not-a-real-secret \
     DJANGO_ALLOWED_HOSTS=localhost \
-    DATABASE_URL=sqlite:////tmp/build.sqlite3 \
-    python manage.py collectstatic --noinput \
-    && rm -f /tmp/build.sqlite3
+    DATABASE_URL=postgres://build@localhost/build \
+    python manage.py collectstatic --noinput
 
 # Code and static files stay root-owned (read-only for the app user).
 USER app

@@ -17,6 +17,9 @@ STAMP       := $(VENV)/.installed
 # Interpreter used to create the venv: python3.11 if present, else python3.
 BASE_PYTHON ?= $(shell command -v python3.11 2>/dev/null || command -v python3 2>/dev/null)
 PYTEST_ARGS ?=
+# With DATABASE_URL unset, run and test get the embedded PostgreSQL (var/pgdata), started for
+# them and stopped after them (common/embedded_postgres.py).
+WITH_PG     := $(PY) -m common.embedded_postgres run --
 # check --deploy only reports warnings; make them fail the target.
 CHECK_DEPLOY_ARGS ?= --fail-level WARNING
 
@@ -46,12 +49,12 @@ install: $(STAMP) ## Create .venv and install requirements-dev.txt (if changed)
 # the web server; the Celery worker and beat will be added there (started in the
 # background, stopped on exit) by a later change, without touching this target.
 run: $(STAMP) ## Migrate, ensure the demo user, run the dev server on 127.0.0.1:8000
-	./scripts/run-local.sh
+	$(WITH_PG) ./scripts/run-local.sh
 
 # --- quality gates ----------------------------------------------------------
 
 test: $(STAMP) ## Run the test suite (pass extra args with PYTEST_ARGS=...)
-	$(VENV)/bin/pytest $(PYTEST_ARGS)
+	$(WITH_PG) $(VENV)/bin/pytest $(PYTEST_ARGS)
 
 lint: $(STAMP) ## ruff check + ruff format --check
 	$(VENV)/bin/ruff check .
@@ -62,7 +65,7 @@ fmt: $(STAMP) ## Format the code and apply ruff's safe fixes
 	$(VENV)/bin/ruff check --fix .
 
 migrations-check: $(STAMP) ## Fail if models changed without a migration
-	$(PY) manage.py makemigrations --check --dry-run
+	$(WITH_PG) $(PY) manage.py makemigrations --check --dry-run
 
 # Throwaway secrets, generated per run: only good for the system checks.
 check-deploy: $(STAMP) ## manage.py check --deploy against the production settings
@@ -81,7 +84,7 @@ bench: $(STAMP) ## Run the benchmarks (bench/run_all.py), if any exist yet
 
 # --- housekeeping -----------------------------------------------------------
 
-clean: ## Remove caches and build output (keeps .venv and db.sqlite3)
+clean: ## Remove caches and build output (keeps .venv and var/)
 	rm -rf .pytest_cache .ruff_cache staticfiles test-results
 	find . -path ./.venv -prune -o -name __pycache__ -type d -exec rm -rf {} +
 

@@ -7,7 +7,6 @@ import shutil
 
 import pytest
 from django.core.cache import cache
-from django.db import connection
 from rest_framework.test import APIClient
 
 from accounts.models import User
@@ -29,14 +28,9 @@ def pytest_collection_modifyitems(config, items):
             redis.Redis.from_url(redis_url, socket_connect_timeout=1).ping()
         except Exception as exc:  # noqa: BLE001
             redis_reason = f"Redis at REDIS_URL is unreachable ({type(exc).__name__})"
-    on_sqlite = "postgres" not in os.environ.get("DATABASE_URL", "")
     for item in items:
         if redis_reason and "redis" in item.keywords:
             item.add_marker(pytest.mark.skip(reason=redis_reason))
-        if on_sqlite and "postgres" in item.keywords:
-            item.add_marker(
-                pytest.mark.skip(reason="needs PostgreSQL: set DATABASE_URL=postgres://...")
-            )
 
 
 @pytest.fixture(autouse=True)
@@ -97,7 +91,3 @@ def staff_api(staff) -> APIClient:
 @pytest.fixture
 def anon() -> APIClient:
     return APIClient()
-
-
-def is_postgres() -> bool:
-    return connection.vendor == "postgresql"

@@ -21,6 +21,7 @@ PRICE_DIGITS = {"max_digits": 16, "decimal_places": 6}
 class Operation(models.TextChoices):
     CLASSIFICATION = "classification", "Classification"
     EMBEDDING = "embedding", "Embedding"
+    SEARCH = "search", "Search query embedding"
 
 
 class ModelPrice(models.Model):

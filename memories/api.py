@@ -14,11 +14,15 @@ from rest_framework.views import APIView
 
 from common.pagination import NewestFirstCursorPagination
 
-from . import selectors, services
+from . import search, selectors, services
 from .idempotency import idempotency_key_validate, idempotent_execute, request_fingerprint
 from .serializers import (
     MemoryCreateSerializer,
     MemoryListQuerySerializer,
+    MemoryRelatedQuerySerializer,
+    MemoryRelatedSerializer,
+    MemorySearchQuerySerializer,
+    MemorySearchSerializer,
     MemorySerializer,
     MemoryUpdateSerializer,
 )
@@ -135,3 +139,55 @@ class MemoryDetailApi(APIView):
         memory = selectors.memory_get(user=request.user, memory_id=memory_id)
         services.memory_delete(memory=memory)
         return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+class MemorySearchApi(APIView):
+    @extend_schema(
+        tags=["memories"],
+        operation_id="memories_search",
+        parameters=[MemorySearchQuerySerializer],
+        responses={
+            200: MemorySearchSerializer,
+            503: OpenApiResponse(
+                description="mode=semantic while the query cannot be embedded; "
+                "`details.reason` is budget, provider or user_limit."
+            ),
+        },
+        summary="Search your memories by meaning and by words (hybrid, semantic or keyword)",
+    )
+    def get(self, request):
+        query = MemorySearchQuerySerializer(data=request.query_params)
+        query.is_valid(raise_exception=True)
+        params = query.validated_data
+        result = search.memories_search(
+            user=request.user,
+            query=params["q"],
+            mode=params["mode"],
+            limit=params["limit"],
+            filters=search.Filters(
+                type=params.get("type"),
+                category=params.get("category"),
+                tag=params.get("tag"),
+                created_after=params.get("createdAfter"),
+                created_before=params.get("createdBefore"),
+            ),
+        )
+        return Response(MemorySearchSerializer(result).data)
+
+
+class MemoryRelatedApi(APIView):
+    @extend_schema(
+        tags=["memories"],
+        operation_id="memories_related",
+        parameters=[MemoryRelatedQuerySerializer],
+        responses={200: MemoryRelatedSerializer},
+        summary="Your memories nearest in meaning to this one (no AI call)",
+    )
+    def get(self, request, memory_id):
+        query = MemoryRelatedQuerySerializer(data=request.query_params)
+        query.is_valid(raise_exception=True)
+        memory = selectors.memory_get(user=request.user, memory_id=memory_id)
+        hits = search.memories_related(
+            user=request.user, memory=memory, limit=query.validated_data["limit"]
+        )
+        return Response(MemoryRelatedSerializer({"results": hits}).data)

@@ -5,8 +5,11 @@ from __future__ import annotations
 import uuid
 
 from django.conf import settings
+from django.contrib.postgres.indexes import GinIndex
+from django.contrib.postgres.search import SearchVectorField
 from django.db import models
 from django.db.models import Q
+from pgvector.django import VectorField
 
 
 class MemoryType(models.TextChoices):
@@ -48,6 +51,9 @@ class Memory(models.Model):
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
     updated_at = models.DateTimeField(auto_now=True)
     deleted_at = models.DateTimeField(null=True, blank=True)
+    # Keyword search: kept by a database trigger from text_content, in the SEARCH_LANGUAGE
+    # configuration and 'simple' (exact tokens such as INV-88231); see memories/search.py.
+    search_vector = SearchVectorField(null=True, editable=False)
 
     objects = MemoryQuerySet.as_manager()
 
@@ -60,6 +66,7 @@ class Memory(models.Model):
                 name="memory_user_recent",
                 condition=Q(deleted_at__isnull=True),
             ),
+            GinIndex(fields=["search_vector"], name="memory_search_vector"),
         ]
 
     def __str__(self) -> str:
@@ -67,13 +74,27 @@ class Memory(models.Model):
 
 
 class Embedding(models.Model):
-    """One vector per memory, stored portably as a JSON list of floats."""
+    """One pgvector vector per memory, with the model and dimensions that made it.
+
+    The column is `vector` without a fixed size, so rows of an old and a new model can live side
+    by side while memories are re-embedded; each (model, dimensions) in use gets a partial HNSW
+    index on `vector::vector(N)` (memories/search.py). `user` is the memory's owner, copied here
+    so that a per-user nearest-neighbour scan filters on the indexed table itself."""
 
     memory = models.OneToOneField(Memory, on_delete=models.CASCADE, related_name="embedding")
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+", db_index=False
+    )
     model = models.CharField(max_length=100)
     dimensions = models.PositiveIntegerField()
-    vector = models.JSONField()
+    vector = VectorField()
     created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        indexes = [
+            models.Index(fields=["user", "model", "dimensions"], name="embedding_user_model"),
+            models.Index(fields=["model", "dimensions"], name="embedding_model"),
+        ]
 
     def __str__(self) -> str:
         return f"{self.model} ({self.dimensions})"

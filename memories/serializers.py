@@ -66,3 +66,63 @@ class MemoryListQuerySerializer(QuerySerializer):
         max_length=500,
         help_text="The opaque position from a page's `next` or `previous` link; 400 if invalid.",
     )
+
+
+SEARCH_MODES = ("hybrid", "semantic", "keyword")
+
+
+class MemorySearchQuerySerializer(QuerySerializer):
+    q = StrictCharField(min_length=1, max_length=1000, help_text="1 to 1000 characters.")
+    mode = serializers.ChoiceField(choices=SEARCH_MODES, default="hybrid")
+    limit = serializers.IntegerField(min_value=1, max_value=50, default=10)
+    type = serializers.ChoiceField(choices=MemoryType.choices, required=False)
+    category = serializers.CharField(required=False, max_length=32)
+    tag = serializers.CharField(required=False, max_length=40)
+    createdAfter = serializers.DateTimeField(required=False)  # noqa: N815
+    createdBefore = serializers.DateTimeField(required=False)  # noqa: N815
+
+
+class MemoryRelatedQuerySerializer(QuerySerializer):
+    limit = serializers.IntegerField(min_value=1, max_value=50, default=10)
+
+
+class _SemanticExplainSerializer(serializers.Serializer):
+    rank = serializers.IntegerField()
+    similarity = serializers.FloatField(help_text="Cosine similarity, -1 to 1.")
+
+
+class _KeywordExplainSerializer(serializers.Serializer):
+    rank = serializers.IntegerField()
+    score = serializers.FloatField(help_text="PostgreSQL ts_rank_cd.")
+
+
+class _ExplainSerializer(serializers.Serializer):
+    semantic = _SemanticExplainSerializer(allow_null=True)
+    keyword = _KeywordExplainSerializer(allow_null=True)
+
+
+class SearchHitSerializer(serializers.Serializer):
+    memory = MemorySerializer()
+    score = serializers.FloatField(
+        help_text="hybrid: the reciprocal-rank-fusion score (k = 60); semantic: the cosine "
+        "similarity; keyword: ts_rank_cd."
+    )
+    explain = serializers.SerializerMethodField()
+
+    def get_explain(self, hit) -> _ExplainSerializer:
+        return {"semantic": hit.semantic, "keyword": hit.keyword}
+
+
+class MemorySearchSerializer(serializers.Serializer):
+    query = serializers.CharField()
+    mode = serializers.ChoiceField(choices=SEARCH_MODES)
+    degraded = serializers.ChoiceField(
+        choices=("budget", "provider", "user_limit"),
+        allow_null=True,
+        help_text="Why semantic search was left out (then the results are keyword only).",
+    )
+    results = SearchHitSerializer(many=True, source="hits")
+
+
+class MemoryRelatedSerializer(serializers.Serializer):
+    results = SearchHitSerializer(many=True)

@@ -125,10 +125,10 @@ def memory_enrichment_apply(
 def embedding_save(*, memory_id, model: str, dimensions: int, vector: list[float]) -> None:
     """Store (or replace) a memory's embedding; call inside the transaction that writes the
     memory's enrichment."""
+    user_id = Memory.objects.filter(pk=memory_id).values_list("user_id", flat=True).get()
     _, created = Embedding.objects.update_or_create(
         memory_id=memory_id,
-        defaults={"model": model, "dimensions": dimensions, "vector": vector},
+        defaults={"user_id": user_id, "model": model, "dimensions": dimensions, "vector": vector},
     )
     if created:
-        user_id = Memory.objects.filter(pk=memory_id).values_list("user_id", flat=True).get()
         tally_add(user_id=user_id, embeddings_added=1)

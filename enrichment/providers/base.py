@@ -77,6 +77,7 @@ class Provider(Protocol):
     name: str
     classification_model: str
     embedding_model: str
+    embedding_dimensions: int | None  # None: the model's own, known from its answers
 
     def classify(self, text: str) -> Classification: ...
 

@@ -110,6 +110,7 @@ class LocalProvider:
     name = NAME
     classification_model = CLASSIFICATION_MODEL
     embedding_model = EMBEDDING_MODEL
+    embedding_dimensions = DIMENSIONS
 
     def classify(self, text: str) -> Classification:
         return classify(text)

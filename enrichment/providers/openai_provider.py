@@ -131,7 +131,13 @@ class OpenAIProvider:
     def __init__(self) -> None:
         self.classification_model = settings.OPENAI_CLASSIFICATION_MODEL
         self.embedding_model = settings.OPENAI_EMBEDDING_MODEL
-        self.dimensions = settings.OPENAI_EMBEDDING_DIMENSIONS
+        # Only the text-embedding-3 family accepts `dimensions`; others answer their own size.
+        self.dimensions = (
+            settings.EMBEDDING_DIMENSIONS
+            if self.embedding_model.startswith("text-embedding-3")
+            else None
+        )
+        self.embedding_dimensions = self.dimensions  # None: known from the first answer
         self.client = openai.OpenAI(
             api_key=settings.OPENAI_API_KEY,
             base_url=settings.OPENAI_BASE_URL or None,

@@ -39,12 +39,25 @@ def _vector(text: str, dimensions: int) -> list[float]:
     return [v / norm for v in values]
 
 
+def _concept_vector(text: str, dimensions: int, concepts: dict[str, str]) -> list[float]:
+    """A bag of word meanings: each word adds the vector of its concept (`concepts` maps words
+    to a shared name, e.g. puppy and dog to "dog"), so synonyms land close together."""
+    total = [0.0] * dimensions
+    for word in "".join(c if c.isalnum() else " " for c in text.lower()).split():
+        for i, value in enumerate(_vector(concepts.get(word, word), dimensions)):
+            total[i] += value
+    norm = math.sqrt(sum(v * v for v in total)) or 1.0
+    return [v / norm for v in total]
+
+
 @dataclass
 class StubState:
     script: deque = field(default_factory=deque)
     calls: list = field(default_factory=list)
     cached_tokens: int = 0
     embedding_dimensions: int = 16
+    # Word -> concept: when set, embeddings carry meaning (see _concept_vector); else noise.
+    concepts: dict = field(default_factory=dict)
     slow_seconds: float = 3.0
     lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -165,7 +178,10 @@ class _Handler(BaseHTTPRequestHandler):
         text = payload.get("input", "")
         text = text if isinstance(text, str) else json.dumps(text)
         dimensions = int(payload.get("dimensions") or self.state.embedding_dimensions)
-        vector = _vector(text, dimensions)
+        if self.state.concepts:
+            vector = _concept_vector(text, dimensions, self.state.concepts)
+        else:
+            vector = _vector(text, dimensions)
         if payload.get("encoding_format") == "base64":
             embedding = base64.b64encode(struct.pack(f"<{len(vector)}f", *vector)).decode()
         else:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import time
+from urllib.parse import quote
 
 import pytest
 from celery.contrib.testing.worker import start_worker
@@ -36,6 +37,7 @@ def use_openai(settings, openai_stub):
     settings.OPENAI_API_KEY = FAKE_KEY
     settings.OPENAI_BASE_URL = openai_stub.base_url
     settings.OPENAI_TIMEOUT_SECONDS = 1.0
+    settings.EMBEDDING_DIMENSIONS = 16  # small vectors: the stub answers the size it is asked
     reset_provider_cache()
     yield openai_stub
     reset_provider_cache()
@@ -95,10 +97,11 @@ def celery_worker(_session_worker, transactional_db):
 
 def database_url() -> str:
     db = connection.settings_dict
-    if connection.vendor == "sqlite":
-        return f"sqlite:///{db['NAME']}"
     auth = db["USER"] + (f":{db['PASSWORD']}" if db["PASSWORD"] else "")
-    return f"postgres://{auth}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{db['NAME']}"
+    host = db["HOST"] or "127.0.0.1"
+    if host.startswith("/"):  # a Unix socket folder, such as the embedded server's
+        return f"postgres://{auth}@{quote(host, safe='')}/{db['NAME']}"
+    return f"postgres://{auth}@{host}:{db['PORT'] or 5432}/{db['NAME']}"
 
 
 @pytest.fixture

@@ -3,7 +3,7 @@ import math
 import pytest
 from django.core.exceptions import ImproperlyConfigured
 
-from enrichment.providers import CATEGORIES, ProviderError, get_provider
+from enrichment.providers import CATEGORIES, ProviderError, get_provider, reset_provider_cache
 from enrichment.providers.base import estimate_tokens, truncate_to_tokens
 from enrichment.providers.local import DIMENSIONS, LocalProvider
 
@@ -99,9 +99,17 @@ def test_the_openai_provider_reads_cached_tokens(use_openai):
 
 
 def test_the_openai_provider_sends_dimensions_when_configured(use_openai, settings):
-    settings.OPENAI_EMBEDDING_DIMENSIONS = 8
+    settings.EMBEDDING_DIMENSIONS = 8
+    reset_provider_cache()
     assert get_provider().embed("x").dimensions == 8
     assert use_openai.calls_to("/v1/embeddings")[0]["body"]["dimensions"] == 8
+
+
+def test_it_sends_no_dimensions_to_a_model_that_does_not_take_them(use_openai, settings):
+    settings.OPENAI_EMBEDDING_MODEL = "nomic-embed-text"
+    reset_provider_cache()
+    get_provider().embed("x")
+    assert "dimensions" not in use_openai.calls_to("/v1/embeddings")[0]["body"]
 
 
 def test_the_openai_provider_truncates_text_over_the_model_limit(use_openai, settings):

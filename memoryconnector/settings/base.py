@@ -5,8 +5,11 @@ Every variable read here is documented in `.env.example`.
 
 from datetime import timedelta
 from pathlib import Path
+from urllib.parse import unquote
 
 import environ
+
+from common import embedded_postgres
 
 BASE_DIR = Path(__file__).resolve().parent.parent.parent
 
@@ -77,6 +80,7 @@ INSTALLED_APPS = [
     "django.contrib.sessions",
     "django.contrib.messages",
     "django.contrib.staticfiles",
+    "django.contrib.postgres",
     "rest_framework",
     "rest_framework_simplejwt.token_blacklist",
     "drf_spectacular",
@@ -120,20 +124,20 @@ TEMPLATES = [
     },
 ]
 
-DATABASES = {
-    "default": env.db_url_config(
-        env.str("DATABASE_URL", default="") or f"sqlite:///{BASE_DIR / 'db.sqlite3'}"
-    ),
-}
+# PostgreSQL only (pgvector 0.8+ and full-text search power memory search). Unset: the embedded
+# server of `make run` / `make test` (common/embedded_postgres.py), on its socket under var/.
+DATABASE_URL = env.str("DATABASE_URL", default="") or embedded_postgres.default_url()
+DATABASES = {"default": env.db_url_config(DATABASE_URL)}
+if DATABASES["default"]["ENGINE"] != "django.db.backends.postgresql":
+    raise environ.ImproperlyConfigured(
+        "DATABASE_URL must be a postgres:// URL (a server with pgvector 0.8+); unset, "
+        "`make run` and `make test` start an embedded PostgreSQL"
+    )
+# A Unix socket folder given as a percent-encoded host (postgres://user@%2Fpath%2Fto/db), the
+# form libpq reads too.
+DATABASES["default"]["HOST"] = unquote(DATABASES["default"]["HOST"])
 DATABASES["default"]["CONN_MAX_AGE"] = env.int("DATABASE_CONN_MAX_AGE", default=60)
 DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
-if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
-    # SQLite: wait for a writer instead of failing with "database is locked", and take the
-    # write lock at BEGIN so two writers never deadlock on a lock upgrade.
-    DATABASES["default"]["CONN_MAX_AGE"] = 0
-    DATABASES["default"].setdefault("OPTIONS", {}).update(
-        {"timeout": 20, "transaction_mode": "IMMEDIATE"}
-    )
 
 REDIS_URL = env.str("REDIS_URL", default="")
 
@@ -264,7 +268,16 @@ if AI_PROVIDER == "openai" and not OPENAI_API_KEY:
 OPENAI_BASE_URL = env.str("OPENAI_BASE_URL", default="")
 OPENAI_CLASSIFICATION_MODEL = env.str("OPENAI_CLASSIFICATION_MODEL", default="gpt-4o-mini")
 OPENAI_EMBEDDING_MODEL = env.str("OPENAI_EMBEDDING_MODEL", default="text-embedding-3-small")
-OPENAI_EMBEDDING_DIMENSIONS = env.int("OPENAI_EMBEDDING_DIMENSIONS", default=0) or None
+# Dimensions asked of embedding models that accept them (text-embedding-3-*; OPENAI_EMBEDDING_
+# DIMENSIONS is the older name). 512 keeps most of their quality at a third of 1536's storage and
+# scan cost. Changing it (or the model) re-embeds old rows in the background (manage.py reembed).
+EMBEDDING_DIMENSIONS = (
+    env.int("EMBEDDING_DIMENSIONS", default=0)
+    or env.int("OPENAI_EMBEDDING_DIMENSIONS", default=0)
+    or 512
+)
+if not 1 <= EMBEDDING_DIMENSIONS <= 2000:
+    raise environ.ImproperlyConfigured("EMBEDDING_DIMENSIONS must be 1 to 2000 (pgvector's index)")
 OPENAI_TIMEOUT_SECONDS = env.float("OPENAI_TIMEOUT_SECONDS", default=30.0)
 OPENAI_CLASSIFICATION_MAX_INPUT_TOKENS = env.int(
     "OPENAI_CLASSIFICATION_MAX_INPUT_TOKENS", default=4000
@@ -285,6 +298,17 @@ ENRICHMENT_HEARTBEAT_SECONDS = env.int("ENRICHMENT_HEARTBEAT_SECONDS", default=5
 # A job refused a reservation while the budget is not yet spent (calls in flight hold the rest)
 # tries again after this long instead of waiting for the reset.
 ENRICHMENT_BUDGET_RETRY_SECONDS = env.int("ENRICHMENT_BUDGET_RETRY_SECONDS", default=30)
+
+# --- Search -------------------------------------------------------------------------------------
+# PostgreSQL text search configuration for keyword search (with 'simple' beside it, so exact
+# tokens such as INV-88231 match); changing it rebuilds the stored tsvectors after `migrate`.
+SEARCH_LANGUAGE = env.str("SEARCH_LANGUAGE", default="english")
+# A query's embedding is cached this long (the same normalised query and model: no second call).
+SEARCH_QUERY_CACHE_SECONDS = env.int("SEARCH_QUERY_CACHE_SECONDS", default=24 * 3600)
+# HNSW: build parameters of the vector index, and the candidate list size at query time.
+SEARCH_HNSW_M = env.int("SEARCH_HNSW_M", default=16)
+SEARCH_HNSW_EF_CONSTRUCTION = env.int("SEARCH_HNSW_EF_CONSTRUCTION", default=64)
+SEARCH_HNSW_EF_SEARCH = env.int("SEARCH_HNSW_EF_SEARCH", default=100)
 
 # --- Alerting -----------------------------------------------------------------------------------
 # Channels: email when SMTP_HOST and ADMIN_EMAIL are set; Slack when SLACK_BOT_TOKEN and a channel

@@ -1,4 +1,4 @@
-"""Local development: DEBUG on, SQLite by default, a demo staff user allowed."""
+"""Local development: DEBUG on, the embedded PostgreSQL by default, a demo staff user allowed."""
 
 from .base import *  # noqa: F403
 from .base import env, env_flag

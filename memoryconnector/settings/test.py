@@ -29,12 +29,5 @@ CELERY_BROKER_TRANSPORT_OPTIONS = {
 }
 ENRICHMENT_HEARTBEAT_SECONDS = 1
 
-if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":  # noqa: F405
-    # A file, not shared-cache memory: worker threads then wait on SQLite's busy timeout
-    # instead of failing with "table is locked", as with `make run`'s file database.
-    DATABASES["default"]["TEST"] = {  # noqa: F405
-        "NAME": str(BASE_DIR / "var" / f"test-db-{os.getpid()}.sqlite3")  # noqa: F405
-    }
-    (BASE_DIR / "var").mkdir(exist_ok=True)  # noqa: F405
 # Worker threads in tests must not keep connections open past their task.
 DATABASES["default"]["CONN_MAX_AGE"] = 0  # noqa: F405
