@@ -45,7 +45,14 @@ def _resets_at(day: dt.date) -> dt.datetime:
 
 
 def budget_threshold_alert(
-    sender, *, day: dt.date, percent: int, spent_cents: Decimal, limit_cents: Decimal, **kwargs
+    sender,
+    *,
+    day: dt.date,
+    percent: int,
+    spent_cents: Decimal,
+    limit_cents: Decimal,
+    exhausted: bool = False,
+    **kwargs,
 ) -> Alert | None:
     """Receiver of budget_threshold_crossed: a warning below 100 %, critical from 100 % (the
     budget breaker opens). Once per budget day and threshold: the key is unique, so a signal
@@ -55,6 +62,9 @@ def budget_threshold_alert(
     if percent >= 100:
         severity = Severity.CRITICAL
         title = f"AI budget {percent}% used: the budget breaker is open"
+        if exhausted and spent_cents < limit_cents:
+            # Declared exhausted: the rest of the budget cannot cover another call.
+            title = f"AI budget exhausted at {used} %: the budget breaker is open"
         message = (
             f"Today's AI spend is {_cents_text(spent_cents)} of {_cents_text(limit_cents)} "
             f"({used} %). AI calls are stopped and new enrichments wait until the daily reset at "

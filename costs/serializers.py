@@ -55,6 +55,10 @@ class CostRecordSerializer(serializers.Serializer):
     cachedTokens = serializers.IntegerField()  # noqa: N815
     outputTokens = serializers.IntegerField()  # noqa: N815
     costCents = CentsField()  # noqa: N815
+    reconciled = serializers.BooleanField(
+        help_text="false: charged at its reservation's estimate because the call's worker was "
+        "lost before it settled (the provider may have billed it); a late settle replaces it."
+    )
     userId = serializers.IntegerField(allow_null=True)  # noqa: N815
     memoryId = serializers.UUIDField(allow_null=True)  # noqa: N815
     day = serializers.DateField()
@@ -78,7 +82,9 @@ class ProviderBreakerSerializer(serializers.Serializer):
 
 class CircuitBreakerSerializer(serializers.Serializer):
     state = serializers.ChoiceField(
-        choices=STATES, help_text="open: today's budget is spent, or staff paused AI."
+        choices=STATES,
+        help_text="open: staff paused AI, or today's budget is exhausted (spent, or its rest "
+        "cannot cover the next call while nothing in flight could free room).",
     )
     dailySpendCents = CentsField()  # noqa: N815
     percentUsed = PercentField()  # noqa: N815
@@ -91,6 +97,14 @@ class CircuitBreakerSerializer(serializers.Serializer):
     reservedCents = CentsField()  # noqa: N815
     remainingCents = CentsField(help_text="Limit - spent - reserved, at least 0.")  # noqa: N815
     paused = serializers.BooleanField()
+    openReason = serializers.ChoiceField(  # noqa: N815
+        choices=["budget_paused", "budget_exhausted"],
+        allow_null=True,
+        help_text="null when closed.",
+    )
+    exhaustedAt = serializers.DateTimeField(  # noqa: N815
+        allow_null=True, help_text="When the rest of the budget could no longer cover a call."
+    )
     openedAt = serializers.DateTimeField(allow_null=True)  # noqa: N815
     day = serializers.DateField()
     timezone = serializers.CharField()

@@ -11,7 +11,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from costs import budget
-from costs.models import AICostRecord, DailyBudget, ProviderBreaker
+from costs.models import AICostRecord, DailyBudget, ProviderBreaker, UserUsage
 from enrichment import services
 from enrichment.models import EnrichmentJob, JobStatus
 from memories.models import Memory
@@ -286,3 +286,47 @@ def test_staff_can_retry_failed_jobs(user, use_openai):
     assert retry.memory_id == job.memory_id
     assert Memory.objects.get(pk=job.memory_id).enrichment_status == "pending"
     assert run(retry) == "completed"
+
+
+def test_an_edit_during_the_classification_skips_the_embedding_and_every_run_counts(
+    user, use_openai, monkeypatch
+):
+    job = new_job(user, "Pay the rent")
+    provider = services.get_provider()
+    original = provider.classify
+
+    def classify_then_edit(text):
+        result = original(text)
+        with transaction.atomic():
+            memory_update(memory=Memory.objects.get(pk=job.memory_id), text_content="Gym at 7")
+        return result
+
+    monkeypatch.setattr(provider, "classify", classify_then_edit)
+    assert run(job) == "superseded"
+    assert use_openai.calls_to("/v1/embeddings") == []  # not paid for the old text
+    monkeypatch.setattr(provider, "classify", original)
+    newer = EnrichmentJob.objects.get(memory_id=job.memory_id, status=JobStatus.PENDING)
+    assert run(newer) == "completed"
+    # Usage counts calls, not completions: the superseded run was paid, so it counts.
+    assert UserUsage.objects.get(user=user).enrichments == 2
+
+
+def test_rapid_edits_coalesce_behind_the_run_in_flight(user, api):
+    job = new_job(user, "first text")
+    assert services._claim(job_id=job.pk, worker="busy")  # a run of this memory is in flight
+    for i in range(5):
+        response = api.patch(
+            f"/api/v1/memories/{job.memory_id}", {"textContent": f"edit {i}"}, "json"
+        )
+        assert response.status_code == 200
+    statuses = list(
+        EnrichmentJob.objects.filter(memory_id=job.memory_id).values_list("status", flat=True)
+    )
+    assert statuses.count(JobStatus.PROCESSING) == 1
+    assert statuses.count(JobStatus.PENDING) == 1  # one waiting, the newest text
+    assert statuses.count(JobStatus.CANCELLED) == 4
+    waiting = EnrichmentJob.objects.get(memory_id=job.memory_id, status=JobStatus.PENDING)
+    assert run(waiting) == "not_claimed"  # never two runs of one memory at once
+    services._finish(EnrichmentJob.objects.get(pk=job.pk), JobStatus.CANCELLED)  # it ends
+    assert run(waiting) == "completed"
+    assert Memory.objects.get(pk=job.memory_id).text_content == "edit 4"
