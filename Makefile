@@ -77,7 +77,7 @@ check-deploy: $(STAMP) ## manage.py check --deploy against the production settin
 
 bench: $(STAMP) ## Run the benchmarks (bench/run_all.py), if any exist yet
 	@if [ -f bench/run_all.py ]; then \
-		$(PY) bench/run_all.py; \
+		$(WITH_PG) $(PY) bench/run_all.py; \
 	else \
 		echo "No benchmarks exist yet (bench/run_all.py is missing)."; \
 	fi

@@ -1,7 +1,8 @@
 """Budget under contention: 8 worker processes race for a small daily budget through the real
 pipeline (Celery on Redis, PostgreSQL, the OpenAI stub at zero latency). Reports the overspend
-(must stay within the estimate error of calls in flight: with estimates above real costs, 0)
-and the reservations left (must be 0).
+(must stay within the estimate error of calls in flight: with estimates above real costs, 0),
+the reservations left (must be 0), and the share of the budget spent when the breaker opened
+(exhaustion: the rest could not cover one more call; aim: at least 95 %).
 
     .venv/bin/python bench/budget_contention.py [--memories 800] [--budget-cents 0.5]
 
@@ -76,15 +77,18 @@ def main() -> None:
         stub.stop()
     elapsed = time.monotonic() - started
 
+    from costs.selectors import budget_snapshot, percent_of
+
+    snapshot = budget_snapshot()
     budget = DailyBudget.objects.get()
     ledger = AICostRecord.objects.aggregate(total=Sum("cost_cents"))["total"]
     jobs = dict(EnrichmentJob.objects.values_list("status").annotate(n=Count("pk")))
     active = BudgetReservation.objects.filter(state="active").count()
-    overspend = max(budget.spent_cents - budget.limit_cents, 0)
+    overspend = max(budget.spent_cents - snapshot.limit_cents, 0)
     result = {
         "workerProcesses": args.workers * args.concurrency,
         "memories": args.memories,
-        "limitCents": budget.limit_cents,
+        "limitCents": snapshot.limit_cents,
         "spentCents": budget.spent_cents,
         "ledgerCents": ledger,
         "ledgerMatchesBudget": ledger == budget.spent_cents,
@@ -92,6 +96,10 @@ def main() -> None:
         "reservedCentsLeft": budget.reserved_cents,
         "activeReservationsLeft": active,
         "operations": budget.operation_count,
+        "breaker": snapshot.state,
+        "openReason": snapshot.open_reason,
+        # What share of the budget was spent when the breaker opened (nothing is spent after).
+        "percentUsedWhenOpened": percent_of(budget.spent_cents, snapshot.limit_cents),
         "jobs": jobs,
         "seconds": round(elapsed, 1),
     }

@@ -13,8 +13,12 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-DB_URL = os.environ.get(
-    "BENCH_DATABASE_URL", "postgres://postgres@127.0.0.1:5432/memoryconnector_bench"
+# A database of its own (the benchmarks empty their tables) on the server DATABASE_URL names —
+# `make bench` runs them on the embedded PostgreSQL — unless BENCH_DATABASE_URL says otherwise.
+DB_URL = os.environ.get("BENCH_DATABASE_URL") or (
+    os.environ["DATABASE_URL"].rsplit("/", 1)[0] + "/memoryconnector_bench"
+    if os.environ.get("DATABASE_URL")
+    else "postgres://postgres@127.0.0.1:5432/memoryconnector_bench"
 )
 REDIS_URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/14")
 SECRET = "bench-only-secret-key-0123456789-abcdefghijklmnopqrstuvwxyz"  # noqa: S105
