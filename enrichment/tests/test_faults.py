@@ -78,7 +78,7 @@ def test_redis_stopping_during_a_burst_loses_nothing_and_doubles_nothing(
 
 
 def test_a_worker_killed_mid_job_leaves_a_job_that_completes_once(
-    process_env, private_redis, started, openai_stub, user
+    process_env, private_redis, started, openai_stub, user, monkeypatch
 ):
     env = {
         **process_env,
@@ -86,9 +86,13 @@ def test_a_worker_killed_mid_job_leaves_a_job_that_completes_once(
         "ENRICHMENT_LEASE_SECONDS": "3",
         "AI_RESERVATION_TIMEOUT_SECONDS": "3",
     }
-    with services.transaction.atomic():
-        memory = services.Memory.objects.create(user=user, text_content="Killed mid-call")
-        job = services.job_create_for_memory(memory=memory)
+    with monkeypatch.context() as patch:
+        # Only this test's worker processes may run the job (their sweep sends it), never the
+        # session's in-process worker on the shared broker.
+        patch.setattr(services, "job_dispatch", lambda **kwargs: False)
+        with services.transaction.atomic():
+            memory = services.Memory.objects.create(user=user, text_content="Killed mid-call")
+            job = services.job_create_for_memory(memory=memory)
     EnrichmentJob.objects.filter(pk=job.pk).update(dispatched_at=None)
 
     openai_stub.state.slow_seconds = 60
