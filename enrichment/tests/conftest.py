@@ -73,7 +73,8 @@ def _session_worker(django_db_setup):
         concurrency=2,
         perform_ping_check=False,
         loglevel="WARNING",
-        shutdown_timeout=30,
+        # Long enough for a provider call in flight to time out (OPENAI_TIMEOUT_SECONDS).
+        shutdown_timeout=90,
     ) as worker:
         # The session's worker must not look like a live worker to the health-rule tests that
         # run after it: stop its heartbeat (and remove its row).
