@@ -45,9 +45,9 @@ install: $(STAMP) ## Create .venv and install requirements-dev.txt (if changed)
 
 # --- running ----------------------------------------------------------------
 
-# The actual process management lives in scripts/run-local.sh. Today it only runs
-# the web server; the Celery worker and beat will be added there (started in the
-# background, stopped on exit) by a later change, without touching this target.
+# The process management lives in scripts/run-local.sh: migrate, the demo user, then the
+# dev server with a Celery worker and beat beside it (stopped with it), on the embedded
+# PostgreSQL unless DATABASE_URL says otherwise.
 run: $(STAMP) ## Migrate, ensure the demo user, run the dev server on 127.0.0.1:8000
 	$(WITH_PG) ./scripts/run-local.sh
 
@@ -75,7 +75,7 @@ check-deploy: $(STAMP) ## manage.py check --deploy against the production settin
 	DJANGO_ALLOWED_HOSTS=example.com \
 		$(PY) manage.py check --deploy $(CHECK_DEPLOY_ARGS)
 
-bench: $(STAMP) ## Run the benchmarks (bench/run_all.py), if any exist yet
+bench: $(STAMP) ## Run the benchmarks (bench/run_all.py); figures go to bench/results/
 	@if [ -f bench/run_all.py ]; then \
 		$(WITH_PG) $(PY) bench/run_all.py; \
 	else \

@@ -7,14 +7,10 @@ down: enrichment -> memories). Every action calls the same service as the staff 
 
 from __future__ import annotations
 
-import datetime as dt
-
-from django.conf import settings
 from django.contrib import admin, messages
 from django.db.models import QuerySet
 from django.http import HttpRequest
 from django.urls import reverse
-from django.utils import timezone
 from django.utils.html import format_html
 from django.utils.text import Truncator
 
@@ -26,6 +22,7 @@ from memories.services import memory_update
 from . import services
 from .models import EnrichmentJob, JobStatus, WorkerHeartbeat
 from .providers.base import CATEGORIES
+from .selectors import heartbeat_cutoff
 
 ERROR_PREVIEW_CHARS = 80
 
@@ -276,12 +273,6 @@ class EnrichmentJobAdmin(BigTableAdminMixin, admin.ModelAdmin):
             f"{cancelled} job(s) cancelled. Only pending and deferred jobs can be cancelled.",
             messages.SUCCESS if cancelled else messages.WARNING,
         )
-
-
-def heartbeat_cutoff(now: dt.datetime | None = None) -> dt.datetime:
-    """A worker is alive when seen after this: the rule of selectors.workers_live."""
-    now = now or timezone.now()
-    return now - dt.timedelta(seconds=3 * settings.ENRICHMENT_HEARTBEAT_SECONDS)
 
 
 @admin.register(WorkerHeartbeat)

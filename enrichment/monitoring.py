@@ -25,7 +25,7 @@ from costs.alerts import Condition, incident_sync, provider_breaker_sync
 from costs.selectors import budget_snapshot
 
 from .models import WorkerHeartbeat
-from .selectors import queue_counts, workers_live
+from .selectors import queue_counts, worker_alive_window_seconds, workers_live
 
 logger = logging.getLogger(__name__)
 
@@ -151,7 +151,7 @@ def _heartbeat_condition() -> Condition | None:
     pending = queue_counts()["pending"]
     if not pending or workers_live():
         return None
-    window = 3 * settings.ENRICHMENT_HEARTBEAT_SECONDS
+    window = worker_alive_window_seconds()
     last = WorkerHeartbeat.objects.order_by("-last_seen").values_list("last_seen", flat=True)
     last_seen = last.first()
     return Condition(

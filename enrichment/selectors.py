@@ -14,11 +14,22 @@ from .models import EnrichmentJob, JobStatus, WorkerHeartbeat
 from .services import WAITING_STATUSES
 
 
-def workers_live(*, now: dt.datetime | None = None) -> list[WorkerHeartbeat]:
-    """Workers whose heartbeat is newer than three intervals."""
+def worker_alive_window_seconds() -> int:
+    """THE worker-alive rule: a worker is alive while its last heartbeat is newer than this."""
+    return 3 * settings.ENRICHMENT_HEARTBEAT_SECONDS
+
+
+def heartbeat_cutoff(now: dt.datetime | None = None) -> dt.datetime:
+    """A worker seen after this is alive."""
     now = now or timezone.now()
-    cutoff = now - dt.timedelta(seconds=3 * settings.ENRICHMENT_HEARTBEAT_SECONDS)
-    return list(WorkerHeartbeat.objects.filter(last_seen__gte=cutoff).order_by("hostname"))
+    return now - dt.timedelta(seconds=worker_alive_window_seconds())
+
+
+def workers_live(*, now: dt.datetime | None = None) -> list[WorkerHeartbeat]:
+    """Workers whose heartbeat is within the alive window."""
+    return list(
+        WorkerHeartbeat.objects.filter(last_seen__gte=heartbeat_cutoff(now)).order_by("hostname")
+    )
 
 
 # The reason shown for a deferred job that has none recorded (rows written before reasons were).

@@ -220,8 +220,8 @@ def dashboard_warnings(
             "critical",
             "no_worker",
             "No worker is alive (no heartbeat in the last "
-            f"{3 * settings.ENRICHMENT_HEARTBEAT_SECONDS} s): jobs wait in the queue. Start one "
-            "with “celery -A memoryconnector worker”.",
+            f"{enrichment_selectors.worker_alive_window_seconds()} s): jobs wait in the queue. "
+            "Start one with “celery -A memoryconnector worker”.",
         )
     if not worker["enabled"]:
         warn(
@@ -269,12 +269,10 @@ def dashboard_context() -> dict:
     limit = spend["budgetCents"]
     percent = spend["percentUsed"]
     spent_width = min(Decimal(100), percent)
-    reserved_percent = (spend["reservedCents"] * 100 / limit if limit > 0 else Decimal(0)).quantize(
-        Decimal("0.01")
-    )
+    reserved_percent = costs_selectors.percent_of(spend["reservedCents"], limit) if limit > 0 else 0
     today = history["daily"][-1]
     provider = breaker["providerBreaker"]
-    heartbeat_window = 3 * settings.ENRICHMENT_HEARTBEAT_SECONDS
+    heartbeat_window = enrichment_selectors.worker_alive_window_seconds()
     ai_on = breaker["state"] == "closed" and provider["state"] != "open"
     return {
         "now": now,
