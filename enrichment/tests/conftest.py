@@ -21,6 +21,9 @@ from memoryconnector.celery import app as celery_app
 LOGS = django_settings.BASE_DIR / "test-results"
 
 FAKE_KEY = "sk-test-0123456789abcdef"
+# The session worker's enrichment queue: only tests that ask for `celery_worker` send jobs
+# there, so jobs of other tests are never run behind their back (say, during their flush).
+SESSION_WORKER_QUEUE = "enrichment-session-worker"
 
 
 @pytest.fixture
@@ -57,7 +60,7 @@ def wait_for(predicate, *, timeout: float = 30.0, interval: float = 0.05, what: 
 
 def _purge_queues() -> None:
     with celery_app.connection_for_write() as conn:
-        for queue in ("enrichment", "maintenance"):
+        for queue in ("enrichment", SESSION_WORKER_QUEUE, "maintenance"):
             conn.default_channel.queue_declare(queue=queue, durable=True, auto_delete=False)
             conn.default_channel.queue_purge(queue)
 
@@ -72,6 +75,7 @@ def _session_worker(django_db_setup):
         pool="threads",
         concurrency=2,
         perform_ping_check=False,
+        queues=[SESSION_WORKER_QUEUE, "maintenance"],
         loglevel="WARNING",
         # Long enough for a provider call in flight to time out (OPENAI_TIMEOUT_SECONDS).
         shutdown_timeout=90,
@@ -87,9 +91,13 @@ def _session_worker(django_db_setup):
 
 
 @pytest.fixture
-def celery_worker(_session_worker, transactional_db):
-    """The session's worker, with committed data it can see and an empty queue."""
+def celery_worker(_session_worker, transactional_db, monkeypatch):
+    """The session's worker, with committed data it can see and an empty queue; this test's
+    jobs are sent to it."""
+    from enrichment.services import Queue
+
     _purge_queues()
+    monkeypatch.setattr(Queue, "ENRICHMENT", SESSION_WORKER_QUEUE)
     yield _session_worker
 
 

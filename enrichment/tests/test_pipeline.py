@@ -66,7 +66,7 @@ def test_the_same_job_delivered_twice_calls_the_provider_once(use_openai, celery
         memory = Memory.objects.create(user=user, text_content="Buy oat milk")
         job = services.job_create_for_memory(memory=memory)
     for _ in range(3):
-        celery_app.send_task(services.PROCESS_TASK, args=[job.pk], queue="enrichment")
+        celery_app.send_task(services.PROCESS_TASK, args=[job.pk], queue=services.Queue.ENRICHMENT)
     wait_for(lambda: enriched(memory.pk), what="enrichment")
     # Let every extra delivery be consumed before counting.
     wait_for(lambda: not _queue_has_messages(), what="the queue to drain")
@@ -78,7 +78,7 @@ def test_the_same_job_delivered_twice_calls_the_provider_once(use_openai, celery
 def _queue_has_messages() -> bool:
     with celery_app.connection_for_write() as conn:
         _, count, _ = conn.default_channel.queue_declare(
-            queue="enrichment", durable=True, auto_delete=False
+            queue=services.Queue.ENRICHMENT, durable=True, auto_delete=False
         )
     if count:
         return True
