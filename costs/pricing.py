@@ -17,7 +17,8 @@ from .money import cents
 logger = logging.getLogger(__name__)
 
 TOKENS_PER_PRICE_UNIT = Decimal(1_000_000)
-_DATED_SNAPSHOT = re.compile(r"-\d{4}-\d{2}-\d{2}$")
+# OpenAI answers with a dated snapshot of the model asked for: gpt-4o-mini-2024-07-18.
+DATED_SNAPSHOT = re.compile(r"-\d{4}-\d{2}-\d{2}$")
 
 
 @dataclass(frozen=True)
@@ -69,7 +70,7 @@ def price_quote(*, provider: str, model: str, at: dt.datetime | None = None, bat
     else the configured fallback price, with a warning (never a silent 0)."""
     at = at or timezone.now()
     names = [model]
-    undated = _DATED_SNAPSHOT.sub("", model)
+    undated = DATED_SNAPSHOT.sub("", model)
     if undated != model:
         names.append(undated)
     names.append("*")

@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import datetime as dt
+import re
 
 from django.conf import settings
 from django.db.models import Count, Min, Q
 from django.utils import timezone
 
 from common.clock import day_start, today
+from costs.pricing import DATED_SNAPSHOT
+from memories.models import Embedding
 
 from .models import EnrichmentJob, JobStatus, WorkerHeartbeat
+from .providers import active_embedding
 from .services import WAITING_STATUSES
 
 
@@ -90,6 +94,23 @@ def worker_jobs_done_today(hostnames: list[str]) -> dict[str, int]:
     return {row["worker"]: row["done"] for row in rows}
 
 
+def embeddings_stale():
+    """Live memories' embeddings made by another model (or at other dimensions) than the active
+    provider's: re-embedded in the background after a model change. A dated snapshot of the
+    active model (text-embedding-3-small-2025-01-01) counts as the active model."""
+    model, dimensions = active_embedding()
+    current = Q(model=model) | Q(model__regex=rf"^{re.escape(model)}{DATED_SNAPSHOT.pattern}")
+    if dimensions:
+        current &= Q(dimensions=dimensions)
+    return Embedding.objects.filter(memory__deleted_at__isnull=True).exclude(current)
+
+
+def reembedding_progress() -> dict:
+    """`{pending, model, dimensions}`: embeddings still of another model, and the active one."""
+    model, dimensions = active_embedding()
+    return {"pending": embeddings_stale().count(), "model": model, "dimensions": dimensions}
+
+
 def worker_status() -> dict:
     workers = workers_live()
     done = worker_jobs_done_today([w.hostname for w in workers]) if workers else {}
@@ -111,5 +132,6 @@ def worker_status() -> dict:
             ],
         },
         "queue": queue_counts(),
+        "reembedding": reembedding_progress(),
         "timestamp": timezone.now(),
     }

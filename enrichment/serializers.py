@@ -43,9 +43,21 @@ class QueueSerializer(serializers.Serializer):
     failedToday = serializers.IntegerField()  # noqa: N815
 
 
+class ReembeddingSerializer(serializers.Serializer):
+    pending = serializers.IntegerField(
+        help_text="Live memories whose embedding was made by another model or at other "
+        "dimensions: re-embedded in the background after the queue is empty."
+    )
+    model = serializers.CharField(help_text="The active embedding model.")
+    dimensions = serializers.IntegerField(
+        allow_null=True, help_text="EMBEDDING_DIMENSIONS if the model takes it, else null."
+    )
+
+
 class WorkerStatusSerializer(serializers.Serializer):
     worker = WorkerSerializer()
     queue = QueueSerializer()
+    reembedding = ReembeddingSerializer()
     timestamp = serializers.DateTimeField()
 
 

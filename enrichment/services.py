@@ -12,17 +12,22 @@ import hashlib
 import logging
 import os
 import random
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from celery import current_app
 from django.conf import settings
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connection, transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
 from costs import budget, metering
 from memories.models import EnrichmentStatus, Memory
-from memories.services import memory_enrichment_apply, memory_enrichment_status_set
+from memories.services import (
+    memory_embedding_refresh,
+    memory_enrichment_apply,
+    memory_enrichment_status_set,
+)
 
 from .models import ACTIVE_STATUSES, EnrichmentJob, JobStatus, WorkerHeartbeat
 from .providers import Provider, ProviderError, get_provider
@@ -423,6 +428,106 @@ def jobs_wake(*, reasons: tuple[str, ...] | list[str]) -> int:
         logger.info("%s deferred job(s) woken (%s)", woken, ", ".join(reasons))
         jobs_sweep(now=now)
     return woken
+
+
+# --- re-embedding after a model change ------------------------------------------------------
+
+# pg_try_advisory_lock key: one re-embedding run at a time across every process.
+REEMBED_LOCK = 0x4D43_5245  # "MCRE"
+
+
+@dataclass(frozen=True)
+class ReembedResult:
+    done: int
+    stopped: str = ""  # why it stopped early: "busy", "running elsewhere", a refusal, an error
+
+
+def embeddings_refresh(
+    *, limit: int, when_idle: bool = True, progress: Callable[[int], None] | None = None
+) -> ReembedResult:
+    """Re-embed up to `limit` memories whose embedding another model made, oldest first, each
+    through the metering door (an "embedding" call of its owner, not counted as an enrichment
+    run). With `when_idle`, only while no enrichment job waits or runs: new memories always
+    come first. Stops at the first refusal (budget, breaker, user limit) or provider error;
+    the next run goes on. One run at a time (an advisory lock), so no memory is paid twice."""
+    from .selectors import embeddings_stale
+
+    if (
+        when_idle
+        and EnrichmentJob.objects.filter(
+            status__in=(JobStatus.PENDING, JobStatus.PROCESSING)
+        ).exists()
+    ):
+        return ReembedResult(0, "busy")
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_try_advisory_lock(%s)", [REEMBED_LOCK])
+        if not cursor.fetchone()[0]:
+            return ReembedResult(0, "running elsewhere")
+    done, stopped, skipped = 0, "", set()
+    provider = get_provider()
+    try:
+        while done < limit:
+            row = (
+                embeddings_stale()
+                .exclude(memory_id__in=skipped)
+                .order_by("memory_id")
+                .values_list("memory_id", "user_id", "memory__text_content")
+                .first()
+            )
+            if row is None:
+                break
+            memory_id, user_id, text = row
+            try:
+                embedding = _embed_metered(provider, memory_id, user_id, text)
+            except metering.Refused as refused:
+                stopped = refused.reason
+                break
+            except ProviderError as error:
+                stopped = f"provider error: {error}"
+                break
+            if not memory_embedding_refresh(
+                memory_id=memory_id,
+                text_is=lambda current, sent=text: current == sent,
+                embedding=embedding,
+            ):
+                skipped.add(memory_id)  # edited or deleted meanwhile: its new job embeds it
+            elif embeddings_stale().filter(memory_id=memory_id).exists():
+                # The provider answers another model or size than configured: going on would
+                # pay for the same memories again and again.
+                stopped = (
+                    f"the provider answered {embedding.model} ({embedding.dimensions} "
+                    "dimensions), not the configured model"
+                )
+                logger.error("re-embedding stopped: %s", stopped)
+                break
+            done += 1
+            if progress:
+                progress(done)
+    finally:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_advisory_unlock(%s)", [REEMBED_LOCK])
+    if done or stopped:
+        logger.info("re-embedding: %s done%s", done, f", stopped: {stopped}" if stopped else "")
+    return ReembedResult(done, stopped)
+
+
+def _embed_metered(provider: Provider, memory_id, user_id: int, text: str):
+    estimate = provider.estimate_embedding_tokens(text)
+    with metering.meter(
+        operation="embedding",
+        provider=provider.name,
+        model=provider.embedding_model,
+        user_id=user_id,
+        memory_id=memory_id,
+        input_tokens=estimate.input_tokens,
+    ) as call:
+        try:
+            result = provider.embed(text)
+        except ProviderError as error:
+            call.fail(usage=error.usage, outage=not error.rate_limited)
+            raise
+        call.settle(model=result.model, usage=result.usage)
+    return result
 
 
 # --- staff actions ------------------------------------------------------------------------------

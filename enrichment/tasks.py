@@ -35,6 +35,13 @@ def sweep() -> dict:
     return result.__dict__
 
 
+@shared_task(name="enrichment.reembed", ignore_result=True, time_limit=600, soft_time_limit=540)
+def reembed() -> dict:
+    # Beat, every 30 s (CELERY_BEAT_SCHEDULE): one batch of re-embedding, when the queue is idle.
+    result = services.embeddings_refresh(limit=settings.ENRICHMENT_BATCH_SIZE)
+    return result.__dict__
+
+
 @shared_task(name="enrichment.health_check", ignore_result=True, time_limit=60, soft_time_limit=45)
 def health_check() -> dict:
     # Beat, every minute (CELERY_BEAT_SCHEDULE): the health rules of enrichment.monitoring.

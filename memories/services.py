@@ -122,6 +122,22 @@ def memory_enrichment_apply(
     return "enriched"
 
 
+def memory_embedding_refresh(*, memory_id, text_is: Callable[[str], bool], embedding) -> bool:
+    """Replace a memory's embedding (another model's) with `embedding`, only if the memory is
+    alive and its text is still the text that was embedded. Lock order: the memory row first."""
+    with transaction.atomic():
+        locked = Memory.objects.select_for_update().filter(pk=memory_id).first()
+        if locked is None or locked.deleted_at is not None or not text_is(locked.text_content):
+            return False
+        embedding_save(
+            memory_id=memory_id,
+            model=embedding.model,
+            dimensions=embedding.dimensions,
+            vector=embedding.vector,
+        )
+    return True
+
+
 def embedding_save(*, memory_id, model: str, dimensions: int, vector: list[float]) -> None:
     """Store (or replace) a memory's embedding; call inside the transaction that writes the
     memory's enrichment."""

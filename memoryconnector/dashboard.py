@@ -313,6 +313,7 @@ def dashboard_context() -> dict:
         ],
         "worker": pipeline["worker"],
         "queue": pipeline["queue"],
+        "reembedding": pipeline["reembedding"],
         "deferred_reasons": [
             {
                 **row,

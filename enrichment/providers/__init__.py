@@ -22,6 +22,7 @@ __all__ = [
     "Provider",
     "ProviderError",
     "Usage",
+    "active_embedding",
     "get_provider",
 ]
 
@@ -35,6 +36,19 @@ def _build(name: str) -> Provider:
     from .local import LocalProvider
 
     return LocalProvider()
+
+
+def active_embedding() -> tuple[str, int | None]:
+    """The active provider's embedding model and dimensions (None: the model's own), read from
+    the settings without building a client."""
+    if settings.AI_PROVIDER == "openai":
+        from .openai_provider import embedding_dimensions_for
+
+        model = settings.OPENAI_EMBEDDING_MODEL
+        return model, embedding_dimensions_for(model)
+    from .local import DIMENSIONS, EMBEDDING_MODEL
+
+    return EMBEDDING_MODEL, DIMENSIONS
 
 
 def get_provider() -> Provider:

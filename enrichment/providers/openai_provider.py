@@ -125,18 +125,19 @@ def _translate(exc: Exception) -> ProviderError:
     return ProviderError(f"{type(exc).__name__}", retryable=True)
 
 
+def embedding_dimensions_for(model: str) -> int | None:
+    """EMBEDDING_DIMENSIONS for the text-embedding-3 family, the only one that accepts
+    `dimensions`; None for others, which answer their own size."""
+    return settings.EMBEDDING_DIMENSIONS if model.startswith("text-embedding-3") else None
+
+
 class OpenAIProvider:
     name = NAME
 
     def __init__(self) -> None:
         self.classification_model = settings.OPENAI_CLASSIFICATION_MODEL
         self.embedding_model = settings.OPENAI_EMBEDDING_MODEL
-        # Only the text-embedding-3 family accepts `dimensions`; others answer their own size.
-        self.dimensions = (
-            settings.EMBEDDING_DIMENSIONS
-            if self.embedding_model.startswith("text-embedding-3")
-            else None
-        )
+        self.dimensions = embedding_dimensions_for(self.embedding_model)
         self.embedding_dimensions = self.dimensions  # None: known from the first answer
         self.client = openai.OpenAI(
             api_key=settings.OPENAI_API_KEY,

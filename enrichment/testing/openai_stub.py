@@ -59,6 +59,8 @@ class StubState:
     # Word -> concept: when set, embeddings carry meaning (see _concept_vector); else noise.
     concepts: dict = field(default_factory=dict)
     slow_seconds: float = 3.0
+    # When set, embeddings answer this model name whatever was asked (as a renaming proxy does).
+    embedding_model_answer: str = ""
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def next_response(self) -> str:
@@ -191,7 +193,8 @@ class _Handler(BaseHTTPRequestHandler):
             200,
             {
                 "object": "list",
-                "model": payload.get("model", "text-embedding-3-small"),
+                "model": self.state.embedding_model_answer
+                or payload.get("model", "text-embedding-3-small"),
                 "data": [{"object": "embedding", "index": 0, "embedding": embedding}],
                 "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
             },

@@ -470,6 +470,13 @@ CELERY_BEAT_SCHEDULE = {
         "schedule": 60.0,
         "options": {"expires": 60.0},
     },
+    # After a change of embedding model or EMBEDDING_DIMENSIONS: re-embed a batch of memories
+    # made by the old one, through the budget, only while no enrichment job waits or runs.
+    "enrichment-reembed": {
+        "task": "enrichment.reembed",
+        "schedule": 30.0,
+        "options": {"expires": 30.0},
+    },
     # Delete Idempotency-Keys past IDEMPOTENCY_KEY_TTL_HOURS, so the table holds about a day of
     # keys instead of growing for ever. Hourly: a key outlives its TTL by at most an hour.
     "idempotency-keys-purge": {

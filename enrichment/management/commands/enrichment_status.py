@@ -23,6 +23,12 @@ class Command(BaseCommand):
         for reason, deferred in queue["deferredByReason"].items():
             until = f" until {deferred['until']:%Y-%m-%d %H:%M %Z}" if deferred["until"] else ""
             self.stdout.write(f"  deferred for {reason}: {deferred['count']}{until}")
+        reembedding = status["reembedding"]
+        if reembedding["pending"]:
+            self.stdout.write(
+                f"Re-embedding: {reembedding['pending']} memories still embedded by another "
+                f"model than {reembedding['model']} (in the background, or manage.py reembed)"
+            )
         if worker["liveWorkers"]:
             for live in worker["liveWorkers"]:
                 self.stdout.write(
