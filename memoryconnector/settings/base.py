@@ -62,6 +62,7 @@ INSTALLED_APPS = [
     "costs",
     "alerting",
     "enrichment",
+    "sync",
 ]
 
 MIDDLEWARE = [
@@ -158,6 +159,12 @@ IDEMPOTENCY_KEY_TTL_HOURS = env.int("IDEMPOTENCY_KEY_TTL_HOURS", default=24)
 # An in-flight key whose request died (process killed) can be reclaimed after this long.
 IDEMPOTENCY_LOCK_TIMEOUT_SECONDS = env.int("IDEMPOTENCY_LOCK_TIMEOUT_SECONDS", default=60)
 AI_BUDGET_TIMEZONE = env.str("AI_BUDGET_TIMEZONE", default="UTC")
+# Offline sync (WatermelonDB protocol): tombstones of deleted memories are kept this many days;
+# a device that has not synced for longer must resync from scratch (410).
+SYNC_TOMBSTONE_DAYS = env.int("SYNC_TOMBSTONE_DAYS", default=90)
+# One push (POST /api/v1/sync) carries at most this many records and bytes (else 400 / 413).
+SYNC_PUSH_MAX_RECORDS = env.int("SYNC_PUSH_MAX_RECORDS", default=1000)
+SYNC_PUSH_MAX_BYTES = env.int("SYNC_PUSH_MAX_BYTES", default=10 * 1024 * 1024)
 
 # --- API ----------------------------------------------------------------------------------------
 REST_FRAMEWORK = {
@@ -402,6 +409,7 @@ CELERY_TASK_ROUTES = {
     "enrichment.process_job": {"queue": "enrichment"},
     "enrichment.health_check": {"queue": "maintenance"},
     "alerting.*": {"queue": "maintenance"},
+    "sync.*": {"queue": "maintenance"},
 }
 # The one beat schedule. Every entry expires, so a stalled beat or worker never piles them up.
 CELERY_BEAT_SCHEDULE = {
@@ -424,6 +432,12 @@ CELERY_BEAT_SCHEDULE = {
         "task": "alerting.alerts_retry_undelivered",
         "schedule": 60.0,
         "options": {"expires": 60.0},
+    },
+    # Delete memories tombstoned more than SYNC_TOMBSTONE_DAYS ago (sync.services).
+    "sync-tombstones-purge": {
+        "task": "sync.tombstones_purge",
+        "schedule": 3600.0,
+        "options": {"expires": 3600.0},
     },
 }
 
