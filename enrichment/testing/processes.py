@@ -102,6 +102,43 @@ class Process:
             self.proc.wait(timeout=10)
 
 
+def database_url() -> str:
+    """The URL of the database this (test) process uses, for child processes to share it."""
+    from django.db import connection
+
+    db = connection.settings_dict
+    if connection.vendor == "sqlite":
+        return f"sqlite:///{db['NAME']}"
+    auth = db["USER"] + (f":{db['PASSWORD']}" if db["PASSWORD"] else "")
+    return f"postgres://{auth}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{db['NAME']}"
+
+
+def django_env(*, openai_base_url: str) -> dict:
+    """Environment for our web and worker processes: this test's database, the OpenAI stub,
+    the test's signing key (so its tokens are accepted); the caller sets the broker
+    (REDIS_URL)."""
+    from django.conf import settings
+
+    return {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "memoryconnector.settings.local",
+        "DJANGO_DEBUG": "false",
+        "DJANGO_SECRET_KEY": settings.SECRET_KEY,
+        "JWT_SIGNING_KEY": settings.SECRET_KEY,
+        "DATABASE_URL": database_url(),
+        "CELERY_BROKER_URL": "",
+        "AI_PROVIDER": "openai",
+        "OPENAI_API_KEY": "sk-fault-injection-key",
+        "OPENAI_BASE_URL": openai_base_url,
+        "OPENAI_TIMEOUT_SECONDS": "120",
+        "USER_DAILY_MEMORY_LIMIT": "0",
+        "USER_DAILY_ENRICHMENT_LIMIT": "0",
+        "ENRICHMENT_BATCH_SIZE": "500",
+        "ENRICHMENT_HEARTBEAT_SECONDS": "1",
+        "LOG_LEVEL": "INFO",
+    }
+
+
 def celery_worker(env: dict, *, name: str, concurrency: int = 1, log: Path | None = None):
     return Process(
         [sys.executable, "-m", "celery", "-A", "memoryconnector", "worker", "--loglevel=INFO",

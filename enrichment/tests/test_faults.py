@@ -5,7 +5,6 @@ that fails for a while. Never the machine's shared Redis."""
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import urllib.error
 import urllib.request
@@ -28,37 +27,10 @@ pytestmark = [pytest.mark.faults, pytest.mark.django_db(transaction=True)]
 LOGS = django_settings.BASE_DIR / "test-results"
 
 
-def database_url() -> str:
-    db = connection.settings_dict
-    if connection.vendor == "sqlite":
-        return f"sqlite:///{db['NAME']}"
-    auth = db["USER"] + (f":{db['PASSWORD']}" if db["PASSWORD"] else "")
-    return f"postgres://{auth}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{db['NAME']}"
-
-
 @pytest.fixture
 def process_env(openai_stub):
-    """Environment for our web and worker processes: this test's database, the stub provider,
-    the test's signing key (so its tokens are accepted); the broker is set per test."""
     LOGS.mkdir(exist_ok=True)
-    return {
-        **os.environ,
-        "DJANGO_SETTINGS_MODULE": "memoryconnector.settings.local",
-        "DJANGO_DEBUG": "false",
-        "DJANGO_SECRET_KEY": django_settings.SECRET_KEY,
-        "JWT_SIGNING_KEY": django_settings.SECRET_KEY,
-        "DATABASE_URL": database_url(),
-        "CELERY_BROKER_URL": "",
-        "AI_PROVIDER": "openai",
-        "OPENAI_API_KEY": "sk-fault-injection-key",
-        "OPENAI_BASE_URL": openai_stub.base_url,
-        "OPENAI_TIMEOUT_SECONDS": "120",
-        "USER_DAILY_MEMORY_LIMIT": "0",
-        "USER_DAILY_ENRICHMENT_LIMIT": "0",
-        "ENRICHMENT_BATCH_SIZE": "500",
-        "ENRICHMENT_HEARTBEAT_SECONDS": "1",
-        "LOG_LEVEL": "INFO",
-    }
+    return processes.django_env(openai_base_url=openai_stub.base_url)
 
 
 @pytest.fixture
