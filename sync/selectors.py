@@ -13,7 +13,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from django.db import connection
-from django.db.models import Exists, OuterRef
 
 from common.errors import DomainError
 from memories.models import Memory
@@ -78,23 +77,19 @@ def sync_pull(*, user, last_pulled_at: int | None, full: bool = False) -> PullRe
         sync_horizon_check(user=user, last_pulled_at=last_pulled_at)
     # First the cursor, then the rows: see the module's docstring.
     result = PullResult(timestamp=sync_cursor(user=user))
-    if not incremental or full:
-        live = Memory.objects.alive().filter(user=user).order_by("created_at", "id")
-    else:
-        changed = MemoryChange.objects.filter(user=user, seq__gte=last_pulled_at)
-        live = (
-            Memory.objects.alive()
-            .filter(user=user, pk__in=changed.values("memory_id"))
-            .order_by("created_at", "id")
+    changed: list = []
+    if incremental:
+        changed = list(
+            MemoryChange.objects.filter(user=user, seq__gte=last_pulled_at).values_list(
+                "memory_id", flat=True
+            )
         )
+    live = Memory.objects.alive().filter(user=user).order_by("created_at", "id")
+    if incremental and not full:
+        live = live.filter(pk__in=changed)
     result.updated = [memory_to_raw(memory) for memory in live]
     if incremental:
+        # Changed, and not live when read after the change list: deleted (or purged by staff).
         sent = {raw["id"] for raw in result.updated}
-        alive = Memory.objects.alive().filter(user=user, pk=OuterRef("memory_id"))
-        gone = (
-            MemoryChange.objects.filter(user=user, seq__gte=last_pulled_at)
-            .filter(~Exists(alive))
-            .values_list("memory_id", flat=True)
-        )
-        result.deleted = [str(memory_id) for memory_id in gone if str(memory_id) not in sent]
+        result.deleted = [str(pk) for pk in changed if str(pk) not in sent]
     return result
