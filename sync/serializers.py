@@ -11,6 +11,9 @@ from common.serializers import QuerySerializer
 
 from .records import TABLE
 
+# Cursors are JavaScript numbers on the device: integers up to 2**53 - 1.
+MAX_CURSOR = 2**53 - 1
+
 
 class _NullableInteger(serializers.IntegerField):
     """An integer query parameter that WatermelonDB may send as the word `null`."""
@@ -28,10 +31,15 @@ class PullQuerySerializer(serializers.Serializer):
         required=False,
         allow_null=True,
         min_value=0,
+        max_value=MAX_CURSOR,
         help_text="The `timestamp` of your last pull; absent, `null` or 0 for a first sync.",
     )
     schema_version = _NullableInteger(
-        required=False, allow_null=True, min_value=1, help_text="Your local schema version."
+        required=False,
+        allow_null=True,
+        min_value=1,
+        max_value=10_000,
+        help_text="Your local schema version.",
     )
     migration = serializers.CharField(
         required=False,
@@ -71,7 +79,9 @@ class PullQuerySerializer(serializers.Serializer):
 
 class PushQuerySerializer(QuerySerializer):
     last_pulled_at = serializers.IntegerField(
-        min_value=1, help_text="The `timestamp` of the pull that preceded this push."
+        min_value=1,
+        max_value=MAX_CURSOR,
+        help_text="The `timestamp` of the pull that preceded this push.",
     )
 
 

@@ -13,7 +13,7 @@ from django.db import connection, transaction
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
-from common.testing import assert_error
+from common.testing import assert_error, run_in_threads
 from conftest import client_for
 from enrichment.models import EnrichmentJob
 from memories.models import Memory
@@ -320,6 +320,7 @@ def test_it_accepts_a_push_sent_as_text_plain(api, user):
 @pytest.mark.parametrize(
     "query",
     ["last_pulled_at=abc", "last_pulled_at=1.5", "last_pulled_at=-1", "schema_version=x",
+     "last_pulled_at=99999999999999999999",
      "migration=%7Bnot-json", "migration=%5B%5D", 'migration={"from":"1"}'],
 )  # fmt: skip
 def test_it_refuses_bad_pull_parameters(api, query):
@@ -329,6 +330,8 @@ def test_it_refuses_bad_pull_parameters(api, query):
 def test_it_refuses_a_push_without_a_cursor(api):
     error = assert_error(api.post(URL, {"memories": {}}, "json"), 400, "validation_error")
     assert "last_pulled_at" in error["details"]
+    huge = f"{URL}?last_pulled_at=99999999999999999999"
+    assert_error(api.post(huge, {"memories": {}}, "json"), 400, "validation_error")
 
 
 def test_it_needs_a_token(anon):
@@ -419,3 +422,16 @@ def test_it_serves_each_user_their_own_cursor(user, make_user):
     memory_create(user=other, text_content="Carol's", type="note")
     assert pull(client_for(user))["timestamp"] == 1
     assert pull(client_for(other))["timestamp"] == 2
+
+
+def test_it_creates_one_memory_when_the_same_push_races_itself(api, user):
+    cursor = pull(api)["timestamp"]
+    records = [raw(f"Raced {n}") for n in range(5)]
+    statuses = run_in_threads(4, lambda _: push(client_for(user), cursor, created=records))
+    codes = sorted(response.status_code for response in statuses)
+    assert codes[0] == 200 and set(codes) <= {200, 409}, codes
+    for response in statuses:
+        if response.status_code == 409:
+            assert response["Retry-After"] == "1"
+    assert Memory.objects.filter(user=user).count() == 5
+    assert EnrichmentJob.objects.filter(memory__user=user).count() == 5
