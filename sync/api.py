@@ -11,10 +11,10 @@ from rest_framework.views import APIView
 from . import selectors, services
 from .records import changes_parse, client_schema
 from .serializers import (
-    ChangesSerializer,
     ClientSchemaSerializer,
     PullQuerySerializer,
     PullResponseSerializer,
+    PushChangesSerializer,
     PushQuerySerializer,
     PushResponseSerializer,
     migration_needs_full_pull,
@@ -68,7 +68,7 @@ class SyncApi(APIView):
         tags=["sync"],
         operation_id="sync_push",
         parameters=[PushQuerySerializer],
-        request=ChangesSerializer,
+        request=PushChangesSerializer,
         responses={
             200: PushResponseSerializer,
             **_ERRORS,

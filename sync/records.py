@@ -161,10 +161,15 @@ def changes_parse(changes: Any, *, max_records: int) -> PushBatch:
     unknown = sorted(set(changes) - {TABLE})
     if unknown:
         raise _invalid(unknown[0], f"Unknown table; this server syncs only {TABLE!r}.")
-    table = changes.get(TABLE, {"created": [], "updated": [], "deleted": []})
+    if TABLE not in changes:
+        raise _invalid(TABLE, "Required: the changes of this table (empty lists if none).")
+    table = changes[TABLE]
     if not isinstance(table, dict) or set(table) - {"created", "updated", "deleted"}:
         raise _invalid(TABLE, "Must be an object with created, updated and deleted lists.")
-    lists = {name: table.get(name, []) for name in ("created", "updated", "deleted")}
+    missing = [name for name in ("created", "updated", "deleted") if name not in table]
+    if missing:
+        raise _invalid(f"{TABLE}.{missing[0]}", "Required: a list (empty if none).")
+    lists = {name: table[name] for name in ("created", "updated", "deleted")}
     for name, items in lists.items():
         if not isinstance(items, list):
             raise _invalid(f"{TABLE}.{name}", "Must be a list.")

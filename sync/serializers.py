@@ -19,14 +19,14 @@ class _NullableInteger(serializers.IntegerField):
     """An integer query parameter that WatermelonDB may send as the word `null`."""
 
     def run_validation(self, data=serializers.empty):
-        if data in ("null", ""):
+        if data == "null":
             return None
         if isinstance(data, str) and not data.lstrip("-").isdigit():
             self.fail("invalid")
         return super().run_validation(data)
 
 
-class PullQuerySerializer(serializers.Serializer):
+class PullQuerySerializer(QuerySerializer):
     last_pulled_at = _NullableInteger(
         required=False,
         allow_null=True,
@@ -117,6 +117,32 @@ class MemoryChangesSerializer(serializers.Serializer):
 
 class ChangesSerializer(serializers.Serializer):
     memories = MemoryChangesSerializer()
+
+
+UUID_PATTERN = r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$"
+
+
+class PushedRawMemorySerializer(serializers.Serializer):
+    """A pushed raw record: only `text_content` and `type` are read; other columns (and
+    WatermelonDB's `_status`, `_changed`) may be present and are ignored."""
+
+    id = serializers.RegexField(UUID_PATTERN, help_text="A lowercase hyphenated UUID.")
+    text_content = serializers.CharField(
+        required=False, help_text="Required for a new record; the memories API's rules."
+    )
+    type = serializers.CharField(
+        required=False, allow_null=True, allow_blank=True, help_text="Empty or null: `note`."
+    )
+
+
+class PushedMemoryChangesSerializer(serializers.Serializer):
+    created = PushedRawMemorySerializer(many=True)
+    updated = PushedRawMemorySerializer(many=True)
+    deleted = serializers.ListField(child=serializers.RegexField(UUID_PATTERN))
+
+
+class PushChangesSerializer(serializers.Serializer):
+    memories = PushedMemoryChangesSerializer()
 
 
 class PullResponseSerializer(serializers.Serializer):

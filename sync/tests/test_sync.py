@@ -272,6 +272,7 @@ def test_it_refuses_ids_that_are_not_uuids_naming_the_record(api, record_id, wor
     ("body", "where"),
     [
         ([], "changes"),
+        ({}, "memories"),
         ({"projects": {"created": [], "updated": [], "deleted": []}}, "projects"),
         ({"memories": {"created": {}, "updated": [], "deleted": []}}, "memories.created"),
         ({"memories": {"created": ["x"], "updated": [], "deleted": []}}, "memories.created[0]"),
@@ -319,12 +320,17 @@ def test_it_accepts_a_push_sent_as_text_plain(api, user):
 
 @pytest.mark.parametrize(
     "query",
-    ["last_pulled_at=abc", "last_pulled_at=1.5", "last_pulled_at=-1", "schema_version=x",
-     "last_pulled_at=99999999999999999999",
+    ["last_pulled_at=abc", "last_pulled_at=", "migration=", "last_pulled_at=1.5",
+     "last_pulled_at=-1", "schema_version=x", "last_pulled_at=99999999999999999999",
      "migration=%7Bnot-json", "migration=%5B%5D", 'migration={"from":"1"}'],
 )  # fmt: skip
 def test_it_refuses_bad_pull_parameters(api, query):
     assert_error(api.get(f"{URL}?{query}"), 400, "validation_error")
+
+
+def test_it_refuses_a_push_without_a_body(api):
+    error = assert_error(api.post(f"{URL}?last_pulled_at=1"), 400, "validation_error")
+    assert "memories" in error["details"]
 
 
 def test_it_refuses_a_push_without_a_cursor(api):
