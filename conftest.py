@@ -87,3 +87,12 @@ def anon() -> APIClient:
 
 def is_postgres() -> bool:
     return connection.vendor == "postgresql"
+
+
+@pytest.fixture
+def enrichment_paused(settings):
+    """For transactional tests that create memories but are not about enrichment: the suite's
+    session Celery worker (started by the pipeline tests) would otherwise enrich them while the
+    test runs or while its tables are flushed. Paused processing leaves the jobs pending, as
+    ENRICHMENT_WORKER_ENABLED=false does in production."""
+    settings.ENRICHMENT_WORKER_ENABLED = False
