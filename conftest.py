@@ -91,3 +91,11 @@ def staff_api(staff) -> APIClient:
 @pytest.fixture
 def anon() -> APIClient:
     return APIClient()
+
+
+@pytest.fixture
+def enrichment_paused(settings):
+    """For transactional tests that create memories but are not about enrichment: processing
+    is off, so none of their jobs runs while the test runs or while its tables are flushed
+    (as ENRICHMENT_WORKER_ENABLED=false leaves jobs pending in production)."""
+    settings.ENRICHMENT_WORKER_ENABLED = False

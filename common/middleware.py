@@ -48,25 +48,31 @@ class RequestLogMiddleware:
 
 
 class BodySizeLimitMiddleware:
-    """Refuse bodies over MAX_REQUEST_BODY_BYTES with 413 before anything reads them."""
+    """Refuse bodies over MAX_REQUEST_BODY_BYTES with 413 before anything reads them. A view
+    class may name another limit with `max_body_setting` (the sync push: SYNC_PUSH_MAX_BYTES)."""
 
     def __init__(self, get_response):
         self.get_response = get_response
 
     def __call__(self, request):
+        return self.get_response(request)
+
+    def process_view(self, request, view_func, view_args, view_kwargs):
         raw = request.META.get("CONTENT_LENGTH") or "0"
         try:
             length = int(raw)
         except ValueError:
             return error_response(400, "bad_request", "Content-Length is not a number.")
-        if length > settings.MAX_REQUEST_BODY_BYTES:
+        view = getattr(view_func, "view_class", view_func)
+        limit = getattr(settings, getattr(view, "max_body_setting", "MAX_REQUEST_BODY_BYTES"))
+        if length > limit:
             return error_response(
                 413,
                 "payload_too_large",
-                f"The request body is larger than {settings.MAX_REQUEST_BODY_BYTES} bytes.",
-                {"maxBytes": settings.MAX_REQUEST_BODY_BYTES},
+                f"The request body is larger than {limit} bytes.",
+                {"maxBytes": limit},
             )
-        return self.get_response(request)
+        return None
 
 
 class ApiExceptionMiddleware:

@@ -4,6 +4,7 @@ imports) records its job atomically with the memory and dispatches it on commit.
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Callable
 
 from django.db import transaction
@@ -27,11 +28,19 @@ def _announce(memory: Memory, *, created: bool = False) -> None:
 
 
 @transaction.atomic
-def memory_create(*, user, text_content: str, type: str) -> Memory:  # noqa: A002
+def memory_create(
+    *,
+    user,
+    text_content: str,
+    type: str,  # noqa: A002
+    memory_id: uuid.UUID | None = None,
+) -> Memory:
+    """`memory_id`: a client-chosen id (offline sync); a new UUID when absent."""
     # Counts today's memory or raises LimitExceededError (429); rolled back with a failed create.
     # Lock order for every writer: the user's usage row first, then the memory tally.
     usage_record_memory_created(user=user)
-    memory = Memory.objects.create(user=user, text_content=text_content, type=type)
+    fields = {"id": memory_id} if memory_id is not None else {}
+    memory = Memory.objects.create(user=user, text_content=text_content, type=type, **fields)
     tally_add(user_id=user.pk, created=1)
     _announce(memory, created=True)
     return memory

@@ -16,6 +16,7 @@ api_v1 = [
     path("", include("memories.urls")),
     path("", include("costs.urls")),
     path("", include("enrichment.urls")),
+    path("", include("sync.urls")),
     path("admin/stats", admin_api.StatsApi.as_view(), name="admin-stats"),
     path("schema", SpectacularAPIView.as_view(), name="schema"),
     path("docs", SpectacularSwaggerView.as_view(url_name="schema"), name="docs"),

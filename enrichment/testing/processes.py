@@ -11,6 +11,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from urllib.parse import quote
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 
@@ -100,6 +101,44 @@ class Process:
         self.signal(signal.SIGKILL)
         if self.proc:
             self.proc.wait(timeout=10)
+
+
+def database_url() -> str:
+    """The URL of the database this (test) process uses, for child processes to share it."""
+    from django.db import connection
+
+    db = connection.settings_dict
+    auth = db["USER"] + (f":{db['PASSWORD']}" if db["PASSWORD"] else "")
+    host = db["HOST"] or "127.0.0.1"
+    if host.startswith("/"):  # a Unix socket folder, such as the embedded server's
+        return f"postgres://{auth}@{quote(host, safe='')}/{db['NAME']}"
+    return f"postgres://{auth}@{host}:{db['PORT'] or 5432}/{db['NAME']}"
+
+
+def django_env(*, openai_base_url: str) -> dict:
+    """Environment for our web and worker processes: this test's database, the OpenAI stub,
+    the test's signing key (so its tokens are accepted); the caller sets the broker
+    (REDIS_URL)."""
+    from django.conf import settings
+
+    return {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "memoryconnector.settings.local",
+        "DJANGO_DEBUG": "false",
+        "DJANGO_SECRET_KEY": settings.SECRET_KEY,
+        "JWT_SIGNING_KEY": settings.SECRET_KEY,
+        "DATABASE_URL": database_url(),
+        "CELERY_BROKER_URL": "",
+        "AI_PROVIDER": "openai",
+        "OPENAI_API_KEY": "sk-fault-injection-key",
+        "OPENAI_BASE_URL": openai_base_url,
+        "OPENAI_TIMEOUT_SECONDS": "120",
+        "USER_DAILY_MEMORY_LIMIT": "0",
+        "USER_DAILY_ENRICHMENT_LIMIT": "0",
+        "ENRICHMENT_BATCH_SIZE": "500",
+        "ENRICHMENT_HEARTBEAT_SECONDS": "1",
+        "LOG_LEVEL": "INFO",
+    }
 
 
 def celery_worker(env: dict, *, name: str, concurrency: int = 1, log: Path | None = None):

@@ -3,14 +3,11 @@ environment for our own web, worker and beat processes."""
 
 from __future__ import annotations
 
-import os
 import time
-from urllib.parse import quote
 
 import pytest
 from celery.contrib.testing.worker import start_worker
 from django.conf import settings as django_settings
-from django.db import connection
 
 from enrichment.providers import reset_provider_cache
 from enrichment.testing import processes
@@ -104,38 +101,12 @@ def celery_worker(_session_worker, transactional_db, monkeypatch):
 # --- real processes (enrichment.testing.processes) -------------------------------------------
 
 
-def database_url() -> str:
-    db = connection.settings_dict
-    auth = db["USER"] + (f":{db['PASSWORD']}" if db["PASSWORD"] else "")
-    host = db["HOST"] or "127.0.0.1"
-    if host.startswith("/"):  # a Unix socket folder, such as the embedded server's
-        return f"postgres://{auth}@{quote(host, safe='')}/{db['NAME']}"
-    return f"postgres://{auth}@{host}:{db['PORT'] or 5432}/{db['NAME']}"
-
-
 @pytest.fixture
 def process_env(openai_stub):
-    """Environment for our web and worker processes: this test's database, the stub provider,
-    the test's signing key (so its tokens are accepted); the broker is set per test."""
+    """Environment for our web and worker processes (enrichment.testing.processes.django_env);
+    the broker is set per test."""
     LOGS.mkdir(exist_ok=True)
-    return {
-        **os.environ,
-        "DJANGO_SETTINGS_MODULE": "memoryconnector.settings.local",
-        "DJANGO_DEBUG": "false",
-        "DJANGO_SECRET_KEY": django_settings.SECRET_KEY,
-        "JWT_SIGNING_KEY": django_settings.SECRET_KEY,
-        "DATABASE_URL": database_url(),
-        "CELERY_BROKER_URL": "",
-        "AI_PROVIDER": "openai",
-        "OPENAI_API_KEY": "sk-fault-injection-key",
-        "OPENAI_BASE_URL": openai_stub.base_url,
-        "OPENAI_TIMEOUT_SECONDS": "120",
-        "USER_DAILY_MEMORY_LIMIT": "0",
-        "USER_DAILY_ENRICHMENT_LIMIT": "0",
-        "ENRICHMENT_BATCH_SIZE": "500",
-        "ENRICHMENT_HEARTBEAT_SECONDS": "1",
-        "LOG_LEVEL": "INFO",
-    }
+    return processes.django_env(openai_base_url=openai_stub.base_url)
 
 
 @pytest.fixture

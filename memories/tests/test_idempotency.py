@@ -113,7 +113,7 @@ def test_a_malformed_key_is_400(api, key):
 
 @pytest.mark.postgres
 @pytest.mark.django_db(transaction=True)
-def test_many_identical_requests_at_once_create_exactly_one_memory(user):
+def test_many_identical_requests_at_once_create_exactly_one_memory(user, enrichment_paused):
     assert connection.vendor == "postgresql"
     workers = 16
     barrier = threading.Barrier(workers)

@@ -90,6 +90,7 @@ INSTALLED_APPS = [
     "costs",
     "alerting",
     "enrichment",
+    "sync",
 ]
 
 MIDDLEWARE = [
@@ -197,6 +198,12 @@ IDEMPOTENCY_KEY_TTL_HOURS = env.int("IDEMPOTENCY_KEY_TTL_HOURS", default=24)
 # An in-flight key whose request died (process killed) can be reclaimed after this long.
 IDEMPOTENCY_LOCK_TIMEOUT_SECONDS = env.int("IDEMPOTENCY_LOCK_TIMEOUT_SECONDS", default=60)
 AI_BUDGET_TIMEZONE = env.str("AI_BUDGET_TIMEZONE", default="UTC")
+# Offline sync (WatermelonDB protocol): tombstones of deleted memories are kept this many days;
+# a device that has not synced for longer must resync from scratch (410).
+SYNC_TOMBSTONE_DAYS = env.int("SYNC_TOMBSTONE_DAYS", default=90)
+# One push (POST /api/v1/sync) carries at most this many records and bytes (else 400 / 413).
+SYNC_PUSH_MAX_RECORDS = env.int("SYNC_PUSH_MAX_RECORDS", default=1000)
+SYNC_PUSH_MAX_BYTES = env.int("SYNC_PUSH_MAX_BYTES", default=10 * 1024 * 1024)
 
 # --- API ----------------------------------------------------------------------------------------
 # How many reverse proxies we trust to append to X-Forwarded-For (nginx in front of gunicorn: 1).
@@ -447,6 +454,7 @@ CELERY_TASK_ROUTES = {
     "enrichment.process_job": {"queue": "enrichment"},
     "enrichment.health_check": {"queue": "maintenance"},
     "alerting.*": {"queue": "maintenance"},
+    "sync.*": {"queue": "maintenance"},
 }
 # The one beat schedule. Every entry expires, so a stalled beat or worker never piles them up.
 CELERY_BEAT_SCHEDULE = {
@@ -481,6 +489,12 @@ CELERY_BEAT_SCHEDULE = {
     # keys instead of growing for ever. Hourly: a key outlives its TTL by at most an hour.
     "idempotency-keys-purge": {
         "task": "memories.idempotency_keys_purge",
+        "schedule": 3600.0,
+        "options": {"expires": 3600.0},
+    },
+    # Delete memories tombstoned more than SYNC_TOMBSTONE_DAYS ago (sync.services).
+    "sync-tombstones-purge": {
+        "task": "sync.tombstones_purge",
         "schedule": 3600.0,
         "options": {"expires": 3600.0},
     },

@@ -1,0 +1,7 @@
+from django.apps import AppConfig
+
+
+class SyncConfig(AppConfig):
+    default_auto_field = "django.db.models.BigAutoField"
+    name = "sync"
+    verbose_name = "Offline sync"
