@@ -80,6 +80,15 @@ def _first_message(details: Any) -> str:
     return str(details)
 
 
+def _sentence(text: str) -> str:
+    """`text` as a sentence: a capital first letter and a full stop."""
+    text = text.strip()
+    if not text:
+        return text
+    text = text[0].upper() + text[1:]
+    return text if text[-1] in ".!?" else text + "."
+
+
 def _plain(details: Any) -> Any:
     if isinstance(details, dict):
         return {key: _plain(value) for key, value in details.items()}
@@ -128,7 +137,9 @@ def api_exception_handler(exc: Exception, context: dict) -> Response | None:
         details, message = {}, str(getattr(exc, "detail", "")) or "Permission denied."
     else:
         detail = getattr(exc, "detail", None)
-        message = str(detail) if detail is not None else "Request failed."
+        if isinstance(detail, dict):  # simplejwt's InvalidToken: {detail, code, messages}
+            detail = detail.get("detail") or _first_message(_plain(detail))
+        message = _sentence(str(detail)) if detail is not None else "Request failed."
         details = {}
         if isinstance(exc, exceptions.Throttled) and exc.wait is not None:
             details = {"retryAfterSeconds": int(exc.wait + 0.999)}

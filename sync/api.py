@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from django.conf import settings
 from drf_spectacular.utils import OpenApiResponse, extend_schema
-from rest_framework.parsers import JSONParser
 from rest_framework.response import Response
 from rest_framework.views import APIView
+
+from common.parsers import JSONParser
 
 from . import selectors, services
 from .records import changes_parse, client_schema
