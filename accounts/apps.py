@@ -7,4 +7,4 @@ class AccountsConfig(AppConfig):
 
     def ready(self) -> None:
         # Registers the API's security scheme with drf-spectacular.
-        from . import schema  # noqa: F401
+        from . import checks, schema  # noqa: F401 - the deploy check, the security scheme

@@ -1,11 +1,19 @@
 """Production: secrets are required, HTTPS assumed behind a proxy, JSON logs."""
 
+import environ
+from django.core.checks.security.base import _check_secret_key as _strong_secret
+
 from .base import *  # noqa: F403
 from .base import env, env_flag, env_required
 
 DEBUG = False
 SECRET_KEY = env_required("DJANGO_SECRET_KEY")
 SIMPLE_JWT["SIGNING_KEY"] = env_required("JWT_SIGNING_KEY")  # noqa: F405
+if not _strong_secret(SIMPLE_JWT["SIGNING_KEY"]):  # noqa: F405 - the rule of accounts.checks
+    raise environ.ImproperlyConfigured(
+        "JWT_SIGNING_KEY is weak: use 50 or more random characters "
+        "(python -c 'import secrets; print(secrets.token_urlsafe(64))')"
+    )
 ALLOWED_HOSTS = env_required("DJANGO_ALLOWED_HOSTS").split(",")
 DEMO_USER_ALLOWED = False
 

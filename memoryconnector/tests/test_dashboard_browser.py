@@ -10,6 +10,7 @@ from decimal import Decimal
 
 from django.conf import settings as django_settings
 from django.test import Client
+from playwright.sync_api import expect
 
 from conftest import PASSWORD, client_for
 from costs import budget
@@ -98,12 +99,9 @@ def test_the_page_refreshes_itself_without_a_reload(page, live_server, make_user
     jobs(user, pending=3)
     budget.budget_pause()  # as if another staff member, or the API, paused AI
 
-    page.wait_for_function(
-        "document.querySelector('[data-metric=\"queue.pending\"]').textContent.trim() === '3'"
-    )
-    page.wait_for_function(
-        "document.getElementById('budget-breaker-state').textContent.trim() === 'open'"
-    )
+    # Playwright's own waiting (not page-evaluated strings, which the page's CSP forbids).
+    expect(page.locator('[data-metric="queue.pending"]')).to_have_text("3")
+    expect(page.locator("#budget-breaker-state")).to_have_text("open")
     assert page.evaluate("window.__sameDocument") is True  # no full reload happened
     assert page.locator("#btn-resume").is_visible()
     assert re.match(r"Updated \d\d:\d\d:\d\d UTC", page.locator("#mc-refresh-text").inner_text())

@@ -38,3 +38,21 @@ def test_a_forged_token_gets_a_sentence_not_an_object_dump(anon):
     assert response.status_code == 401
     message = response.json()["error"]["message"]
     assert message.endswith(".") and "{" not in message and "ErrorDetail" not in message
+
+
+def test_swagger_does_not_keep_the_token_in_local_storage(anon):
+    script = anon.get("/api/v1/docs", {"script": ""}).content.decode()  # Swagger UI's start-up
+    assert '"persistAuthorization": false' in script
+
+
+@pytest.mark.parametrize("path", ["/api/v1/docs", "/admin/login/", "/api/v1/docs?script="])
+def test_pages_carry_a_content_security_policy_without_inline_scripts(anon, path):
+    response = anon.get(path)
+    assert response.status_code == 200
+    policy = dict(
+        part.strip().split(" ", 1) for part in response["Content-Security-Policy"].split(";")
+    )
+    assert policy["script-src"] == "'self'"
+    assert policy["frame-ancestors"] == "'none'" and policy["object-src"] == "'none'"
+    if "script" not in path:
+        assert "<script>" not in response.content.decode()  # no inline script on the page
