@@ -35,7 +35,10 @@ class MemoryChange(models.Model):
     reports as deleted."""
 
     memory_id = models.UUIDField(primary_key=True)
-    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
+    # No index of its own: (user, seq) below serves every lookup by user.
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+", db_index=False
+    )
     seq = models.BigIntegerField()
 
     class Meta:
