@@ -255,9 +255,31 @@ def time_sql(queries: list[dict], dims: int) -> tuple[dict, float]:
             10,
         )
         samples["hybrid"].append(time.perf_counter() - started)
-        exact = set(exact_top(uid, q["vector"], dims))
+        q["exact"] = exact = set(exact_top(uid, q["vector"], dims))
         recalls.append(len(exact & {mid for mid, _ in semantic}) / max(1, len(exact)))
     return {mode: ms(s) for mode, s in samples.items()}, sum(recalls) / len(recalls)
+
+
+def ef_search_sweep(queries: list[dict], dims: int, values: list[int]) -> list[dict]:
+    """Semantic recall@10 and latency of the same queries at other hnsw.ef_search values (what
+    SEARCH_HNSW_EF_SEARCH would buy); run after time_sql, which stores each exact answer."""
+    from django.test import override_settings
+
+    from memories.search import QueryEmbedding, semantic_ranking
+
+    rows = []
+    for ef in values:
+        samples, recalls = [], []
+        with override_settings(SEARCH_HNSW_EF_SEARCH=ef):
+            for q in queries:
+                embedding = QueryEmbedding(vector=q["vector"], model=MODEL, dimensions=dims)
+                started = time.perf_counter()
+                found = semantic_ranking(user_id=q["user"].pk, embedding=embedding, limit=10)
+                samples.append(time.perf_counter() - started)
+                recalls.append(len(q["exact"] & {mid for mid, _ in found}) / len(q["exact"]))
+        rows.append({"efSearch": ef, "recallAt10": round(sum(recalls) / len(recalls), 4),
+                     **ms(samples)})  # fmt: skip
+    return rows
 
 
 def time_api(queries: list[dict], dims: int) -> dict:
@@ -302,6 +324,9 @@ def main() -> None:
     parser.add_argument("--queries", type=int, default=200)
     parser.add_argument("--api-queries", type=int, default=60)
     parser.add_argument(
+        "--ef-search", default="40,200,400", help="other hnsw.ef_search values to compare"
+    )
+    parser.add_argument(
         "--maintenance-work-mem", default="1GB", help="for the index build; '' keeps the server's"
     )
     args = parser.parse_args()
@@ -333,6 +358,7 @@ def main() -> None:
     uses_index = plan_uses_index(queries[0]["user"].pk, queries[0]["vector"], dims)
     sql, recall = time_sql(queries, dims)
     api = time_api(queries[: args.api_queries], dims)
+    sweep = ef_search_sweep(queries, dims, [int(v) for v in args.ef_search.split(",") if v])
 
     print(f"\n{'mode':<10}{'SQL p50':>9}{'SQL p95':>9}{'API p50':>9}{'API p95':>9}  (ms)")
     for mode in ("semantic", "keyword", "hybrid"):
@@ -341,6 +367,9 @@ def main() -> None:
     print(f"recall@10 of semantic vs exact scan: {recall:.3f} (aim >= 0.95); "
           f"semantic SQL p95 {sql['semantic']['p95Ms']} ms (aim < 50 ms); "
           f"plan uses the HNSW index: {uses_index}")  # fmt: skip
+    for row in sweep:
+        print(f"  ef_search={row['efSearch']:<4} recall@10 {row['recallAt10']:.3f}, semantic SQL "
+              f"p50 {row['p50Ms']} ms, p95 {row['p95Ms']} ms")  # fmt: skip
     write_results(
         "search",
         {
@@ -363,6 +392,7 @@ def main() -> None:
             "sql": sql,
             "api": api,
             "recallAt10": round(recall, 4),
+            "efSearchSweep": sweep,
             "aim": {"recallAt10": 0.95, "semanticSqlP95Ms": 50},
         },
     )
