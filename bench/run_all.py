@@ -15,6 +15,7 @@ RUNS = [
     ["pipeline.py", "--memories", "300", "--rate", "8", "--output", "pipeline-steady"],
     ["budget_contention.py"],
     ["staff_pages.py"],
+    ["search.py"],
 ]
 
 
