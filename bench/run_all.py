@@ -16,6 +16,7 @@ RUNS = [
     ["budget_contention.py"],
     ["staff_pages.py"],
     ["sync.py"],
+    ["search.py"],
 ]
 
 
