@@ -357,6 +357,12 @@ _rules = (ALERT_PENDING_THRESHOLD, ALERT_FAILED_TODAY_THRESHOLD, ALERT_BUDGET_BR
 if min(_rules) < 0:
     raise environ.ImproperlyConfigured("ALERT_* thresholds must not be negative (0 = rule off)")
 
+# --- Metrics ------------------------------------------------------------------------------------
+# GET /metrics (Prometheus) requires "Authorization: Bearer <METRICS_TOKEN>" when set. Unset, it is
+# served open only where METRICS_OPEN_WITHOUT_TOKEN is on (local settings); production answers 404.
+METRICS_TOKEN = env.str("METRICS_TOKEN", default="")
+METRICS_OPEN_WITHOUT_TOKEN = False
+
 # --- Costs and budget ---------------------------------------------------------------------------
 # Money is Decimal (cents, or USD for prices), parsed from text (env_decimal): never a float.
 # The hard daily AI budget in US cents; staff can override today's limit at run time.
