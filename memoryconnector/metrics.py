@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import datetime as dt
 import hmac
+import os
+import time
 from collections.abc import Iterator
 from decimal import Decimal
 
@@ -13,7 +15,14 @@ from django.conf import settings
 from django.http import HttpRequest, HttpResponse
 from django.utils import timezone
 from django.views.decorators.http import require_GET
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Histogram,
+    generate_latest,
+    multiprocess,
+)
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
@@ -24,6 +33,24 @@ from enrichment.selectors import queue_counts, worker_last_heartbeat, workers_li
 
 PREFIX = "memory_connector"
 LEDGER_LABELS = ["operation", "provider", "model"]
+METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+UNMATCHED_ROUTE = "unmatched"
+
+# This process's request metrics. With PROMETHEUS_MULTIPROC_DIR set (before start-up), the
+# client keeps them in files there and a scrape sums every process's (gunicorn's workers).
+REQUESTS_REGISTRY = CollectorRegistry()
+HTTP_REQUESTS = Counter(
+    f"{PREFIX}_http_requests",
+    "HTTP requests answered, by route template, method and status.",
+    ["route", "method", "status"],
+    registry=REQUESTS_REGISTRY,
+)
+HTTP_LATENCY = Histogram(
+    f"{PREFIX}_http_request_duration_seconds",
+    "Time to answer an HTTP request, by route template and method.",
+    ["route", "method"],
+    registry=REQUESTS_REGISTRY,
+)
 
 
 def _number(value: Decimal | int) -> float:
@@ -147,10 +174,43 @@ class AppCollector(Collector):
         yield from (calls, tokens, cost)
 
 
+def request_route(request: HttpRequest) -> str:
+    """The URL pattern that answered (e.g. "api/v1/memories/<uuid:pk>"), never the raw path."""
+    match = getattr(request, "resolver_match", None)
+    return (match.route or match.view_name or UNMATCHED_ROUTE) if match else UNMATCHED_ROUTE
+
+
+class RequestMetricsMiddleware:
+    """Counts every request and its latency, labelled by route template, method and status."""
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        started = time.perf_counter()
+        response = self.get_response(request)
+        route = request_route(request)
+        method = request.method if request.method in METHODS else "other"
+        HTTP_REQUESTS.labels(route, method, str(response.status_code)).inc()
+        HTTP_LATENCY.labels(route, method).observe(time.perf_counter() - started)
+        return response
+
+
 def metrics_registry() -> CollectorRegistry:
+    """The database gauges and the request metrics: every process's (multiprocess mode) or this
+    process's."""
     registry = CollectorRegistry(auto_describe=False)
     registry.register(AppCollector())
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        multiprocess.MultiProcessCollector(registry)
+    else:
+        registry.register(_Requests())
     return registry
+
+
+class _Requests(Collector):
+    def collect(self) -> Iterator[Metric]:
+        return REQUESTS_REGISTRY.collect()
 
 
 def _authorized(request: HttpRequest) -> bool:

@@ -11,6 +11,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from common.testing import assert_error
 from costs import budget
 from enrichment.models import WorkerHeartbeat
+from memories.models import Memory
 from memoryconnector.tests.staff_ui import jobs, spend, worker_alive
 
 pytestmark = pytest.mark.django_db
@@ -126,6 +127,27 @@ def test_it_keeps_label_values_bounded(anon, user):
     spend(user, 2)
     jobs(user, deferred=2)
     allowed = {"operation", "provider", "model", "kind", "status", "state", "reason"}
+    allowed |= {"route", "method", "le"}  # the request metrics
     for _name, labels in scrape(anon):
         assert {key for key, _ in labels} <= allowed
         assert all(str(user.pk) != v and "@" not in v for _, v in labels)
+
+
+def test_it_counts_requests_by_route_template_never_by_raw_path(anon, api, user):
+    memory = Memory.objects.create(user=user, text_content="Dentist on Monday")
+    before = scrape(anon)
+    assert api.get(f"/api/v1/memories/{memory.pk}").status_code == 200
+    assert anon.get("/no/such/page").status_code == 404
+    after = scrape(anon)
+
+    def grown(name: str, **labels: str) -> float:
+        key = (f"memory_connector_{name}", tuple(sorted(labels.items())))
+        return after.get(key, 0) - before.get(key, 0)
+
+    routes = {dict(labels).get("route") for (_name, labels) in after}
+    route = "api/v1/memories/<uuid:memory_id>"
+    assert route in routes
+    assert str(memory.pk) not in "".join(r for r in routes if r)
+    assert grown("http_requests_total", route=route, method="GET", status="200") == 1
+    assert grown("http_requests_total", route="unmatched", method="GET", status="404") == 1
+    assert grown("http_request_duration_seconds_count", route=route, method="GET") == 1
