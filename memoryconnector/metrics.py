@@ -175,7 +175,7 @@ class AppCollector(Collector):
 
 
 def request_route(request: HttpRequest) -> str:
-    """The URL pattern that answered (e.g. "api/v1/memories/<uuid:pk>"), never the raw path."""
+    """The URL pattern that answered (e.g. "api/v1/memories/<uuid:memory_id>"), not the path."""
     match = getattr(request, "resolver_match", None)
     return (match.route or match.view_name or UNMATCHED_ROUTE) if match else UNMATCHED_ROUTE
 
@@ -225,7 +225,7 @@ def _authorized(request: HttpRequest) -> bool:
 def metrics(request: HttpRequest) -> HttpResponse:
     if not settings.METRICS_TOKEN:
         if not settings.METRICS_OPEN_WITHOUT_TOKEN:
-            # Production without a token: not served at all (see the deploy check).
+            # Production without a token: not served at all (README "Monitoring with Prometheus").
             return error_response(404, "not_found", "Not found.")
     elif not _authorized(request):
         response = error_response(
