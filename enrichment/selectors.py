@@ -135,3 +135,10 @@ def worker_status() -> dict:
         "reembedding": reembedding_progress(),
         "timestamp": timezone.now(),
     }
+
+
+def worker_last_heartbeat() -> dt.datetime | None:
+    """The newest heartbeat of any worker, live or not; None when no worker ever beat. One query."""
+    return (
+        WorkerHeartbeat.objects.order_by("-last_seen").values_list("last_seen", flat=True).first()
+    )

@@ -9,7 +9,7 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitVie
 from accounts.throttling import admin_login
 from common.errors import api_not_found
 
-from . import admin_api, health
+from . import admin_api, health, metrics
 
 api_v1 = [
     path("auth/", include("accounts.urls")),
@@ -30,6 +30,7 @@ urlpatterns = [
     re_path(r"^api/", api_not_found),
     path("healthz", health.healthz, name="healthz"),
     path("readyz", health.readyz, name="readyz"),
+    path("metrics", metrics.metrics, name="metrics"),
     # Before admin.site.urls, whose catch-all would otherwise answer /admin/dashboard/.
     path("admin/dashboard/", include("memoryconnector.dashboard")),
     # Before admin.site.urls too: the admin's login, throttled like the API's.

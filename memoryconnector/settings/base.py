@@ -95,6 +95,7 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    "memoryconnector.metrics.RequestMetricsMiddleware",
     "common.middleware.RequestLogMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
@@ -385,6 +386,12 @@ ALERT_BUDGET_BREAKER_OPEN_MINUTES = env.int("ALERT_BUDGET_BREAKER_OPEN_MINUTES",
 _rules = (ALERT_PENDING_THRESHOLD, ALERT_FAILED_TODAY_THRESHOLD, ALERT_BUDGET_BREAKER_OPEN_MINUTES)
 if min(_rules) < 0:
     raise environ.ImproperlyConfigured("ALERT_* thresholds must not be negative (0 = rule off)")
+
+# --- Metrics ------------------------------------------------------------------------------------
+# GET /metrics (Prometheus) requires "Authorization: Bearer <METRICS_TOKEN>" when set. Unset, it is
+# served open only where METRICS_OPEN_WITHOUT_TOKEN is on (local settings); production answers 404.
+METRICS_TOKEN = env.str("METRICS_TOKEN", default="")
+METRICS_OPEN_WITHOUT_TOKEN = False
 
 # --- Costs and budget ---------------------------------------------------------------------------
 # Money is Decimal (cents, or USD for prices), parsed from text (env_decimal): never a float.
