@@ -338,7 +338,7 @@ SEARCH_QUERY_CACHE_SECONDS = env.int("SEARCH_QUERY_CACHE_SECONDS", default=24 * 
 # HNSW: build parameters of the vector index, and the candidate list size at query time.
 SEARCH_HNSW_M = env.int("SEARCH_HNSW_M", default=16)
 SEARCH_HNSW_EF_CONSTRUCTION = env.int("SEARCH_HNSW_EF_CONSTRUCTION", default=64)
-SEARCH_HNSW_EF_SEARCH = env.int("SEARCH_HNSW_EF_SEARCH", default=100)
+SEARCH_HNSW_EF_SEARCH = env.int("SEARCH_HNSW_EF_SEARCH", default=200)
 
 # --- Alerting -----------------------------------------------------------------------------------
 # Channels: email when SMTP_HOST and ADMIN_EMAIL are set; Slack when SLACK_BOT_TOKEN and a channel

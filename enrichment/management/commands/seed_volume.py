@@ -59,6 +59,7 @@ class Command(BaseCommand):
         )
         user_ids = [u.pk for u in users]
         memory_ids: list[uuid.UUID] = []
+        owners: list[int] = []
 
         def when() -> dt.datetime:
             return now - dt.timedelta(seconds=rng.uniform(0, days * 86400))
@@ -71,22 +72,26 @@ class Command(BaseCommand):
             ) as copy:
                 for i in range(options["memories"]):
                     memory_id = uuid.uuid4()
+                    owner = rng.choice(user_ids)
                     memory_ids.append(memory_id)
+                    owners.append(owner)
                     created = when()
                     copy.write_row(
-                        (memory_id, rng.choice(user_ids), f"Volume memory {i}", "note", "work",
+                        (memory_id, owner, f"Volume memory {i}", "note", "work",
                          '["volume"]', "enriched", created, created, created)
                     )  # fmt: skip
             with raw.copy(
-                "COPY memories_embedding (memory_id, model, dimensions, vector, created_at) "
-                "FROM STDIN"
+                "COPY memories_embedding (memory_id, user_id, model, dimensions, vector, "
+                "created_at) FROM STDIN"
             ) as copy:
-                for memory_id in memory_ids:
-                    copy.write_row((memory_id, "local-hash-v1", 4, "[0.5, 0.5, 0.5, 0.5]", now))
+                for memory_id, owner in zip(memory_ids, owners, strict=True):
+                    copy.write_row(
+                        (memory_id, owner, "local-hash-v1", 4, "[0.5, 0.5, 0.5, 0.5]", now)
+                    )
             with raw.copy(
                 "COPY ai_cost_tracking (user_id, memory_id, operation, provider, model, "
                 "input_tokens, cached_tokens, output_tokens, cost_microcents, price_fallback, "
-                "day, created_at) FROM STDIN"
+                "reconciled, day, created_at) FROM STDIN"
             ) as copy:
                 for _ in range(options["cost_records"]):
                     operation, provider, model = rng.choice(OPERATIONS)
@@ -95,7 +100,7 @@ class Command(BaseCommand):
                     copy.write_row(
                         (rng.choice(user_ids), rng.choice(memory_ids) if memory_ids else None,
                          operation, provider, model, tokens, 0, 10, rng.randint(1, 20000),
-                         False, created.date(), created)
+                         False, True, created.date(), created)
                     )  # fmt: skip
             cursor.execute("ANALYZE memories_memory, memories_embedding, ai_cost_tracking")
         # COPY bypassed the ORM: roll up and count as the ORM path would have.
