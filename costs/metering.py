@@ -77,14 +77,14 @@ def refusal_until(reason: str) -> dt.datetime:
 
 # --- estimates ----------------------------------------------------------------------------------
 
-_recent_output: dict[tuple[str, str], tuple[float, int | None]] = {}
+_recent_output: dict[tuple[str, str], tuple[float, int]] = {}
 _recent_output_lock = threading.Lock()
 
 
 def output_tokens_estimate(*, provider: str, model: str, cap: int) -> int:
     """The output tokens to reserve for a call: the 95th percentile of what `model` used in its
     last 200 settled calls, never above `cap` (the call's max_completion_tokens); the cap itself
-    until 20 calls are known. Cached per process for 30 s."""
+    until 20 calls are known. A known percentile is cached per process for 30 s."""
     if cap <= 0:
         return 0
     key = (provider, model)
@@ -97,14 +97,13 @@ def output_tokens_estimate(*, provider: str, model: str, cap: int) -> int:
             .order_by("-id")
             .values_list("output_tokens", flat=True)[:OUTPUT_SAMPLE]
         )
-        percentile = None
-        if len(used) >= OUTPUT_MIN_SAMPLE:
-            percentile = used[max(0, math.ceil(len(used) * OUTPUT_PERCENTILE / 100) - 1)]
+        if len(used) < OUTPUT_MIN_SAMPLE:
+            return cap  # not known yet: ask again next time rather than cache the cap
+        percentile = used[max(0, math.ceil(len(used) * OUTPUT_PERCENTILE / 100) - 1)]
         cached = (now, percentile)
         with _recent_output_lock:
             _recent_output[key] = cached
-    percentile = cached[1]
-    return cap if percentile is None else min(cap, percentile)
+    return min(cap, cached[1])
 
 
 def output_estimates_forget() -> None:
