@@ -1,8 +1,7 @@
 """Money: exact Decimal cents with 6 places, and the model field that stores them as integers.
 
-SQLite keeps a DecimalField as a floating-point NUMERIC, so `spent + reserved + estimate <= limit`
-evaluated in SQL would be float arithmetic there. CentsField stores integer micro-cents instead:
-every sum and comparison the database makes is integer arithmetic, exact on SQLite and PostgreSQL,
+CentsField stores integer micro-cents: every sum and comparison the database makes (such as
+`spent + reserved + estimate <= limit` in the reserving UPDATE) is exact integer arithmetic,
 while Python code only ever sees Decimal cents.
 """
 
