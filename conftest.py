@@ -12,6 +12,9 @@ from rest_framework.test import APIClient
 from accounts.models import User
 from accounts.services import tokens_for_user
 
+# The OpenAI stub, the session's Celery worker and the process environment, defined once.
+pytest_plugins = ["enrichment.testing.fixtures"]
+
 PASSWORD = "correct-horse-battery-staple"
 
 

@@ -31,6 +31,7 @@ from memories.services import (
 
 from .models import ACTIVE_STATUSES, EnrichmentJob, JobStatus, WorkerHeartbeat
 from .providers import Provider, ProviderError, get_provider
+from .providers.metered import metered_call
 
 WAITING_STATUSES = (JobStatus.PENDING, JobStatus.DEFERRED)
 
@@ -295,26 +296,22 @@ def _metered(
     """One AI call of the job through the metering door; the first one of a job counts as an
     enrichment run of the user (also if the run is later superseded or lost)."""
     counts = not job.usage_counted
-    with metering.meter(
+
+    def counted() -> None:
+        _ours(job).update(usage_counted=True)
+        job.usage_counted = True
+
+    return metered_call(
+        provider=provider,
         operation=operation,
-        provider=provider.name,
         model=model,
+        estimate=estimate,
+        call=call,
         user_id=memory.user_id,
         memory_id=memory.pk,
-        input_tokens=estimate.input_tokens,
-        max_output_tokens=estimate.output_tokens,
         counts_enrichment=counts,
-    ) as metered:
-        if counts:
-            _ours(job).update(usage_counted=True)
-            job.usage_counted = True
-        try:
-            result = call()
-        except ProviderError as error:
-            metered.fail(usage=error.usage, outage=not error.rate_limited)
-            raise
-        metered.settle(model=result.model, usage=result.usage)
-    return result
+        on_reserved=counted if counts else None,
+    )
 
 
 def _text_current(job: EnrichmentJob) -> bool:
@@ -512,22 +509,15 @@ def embeddings_refresh(
 
 
 def _embed_metered(provider: Provider, memory_id, user_id: int, text: str):
-    estimate = provider.estimate_embedding_tokens(text)
-    with metering.meter(
+    return metered_call(
+        provider=provider,
         operation="embedding",
-        provider=provider.name,
         model=provider.embedding_model,
+        estimate=provider.estimate_embedding_tokens(text),
+        call=lambda: provider.embed(text),
         user_id=user_id,
         memory_id=memory_id,
-        input_tokens=estimate.input_tokens,
-    ) as call:
-        try:
-            result = provider.embed(text)
-        except ProviderError as error:
-            call.fail(usage=error.usage, outage=not error.rate_limited)
-            raise
-        call.settle(model=result.model, usage=result.usage)
-    return result
+    )
 
 
 # --- staff actions ------------------------------------------------------------------------------

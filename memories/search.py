@@ -170,30 +170,27 @@ def search_embed_metered(*, user, text: str) -> tuple[QueryEmbedding | None, str
     # The provider is enrichment's; imported here, not at module level, so that loading
     # memories never loads enrichment (which imports memories).
     from enrichment.providers import ProviderError, get_provider
+    from enrichment.providers.metered import metered_call
 
     provider = get_provider()
     key = _cache_key(text, provider.embedding_model, provider.embedding_dimensions)
     cached = cache.get(key)
     if cached is not None:
         return QueryEmbedding(**cached), None
-    estimate = provider.estimate_embedding_tokens(text)
     try:
-        with metering.meter(
+        result = metered_call(
+            provider=provider,
             operation=Operation.SEARCH,
-            provider=provider.name,
             model=provider.embedding_model,
+            estimate=provider.estimate_embedding_tokens(text),
+            call=lambda: provider.embed(text),
             user_id=user.pk,
-            input_tokens=estimate.input_tokens,
-        ) as call:
-            try:
-                result = provider.embed(text)
-            except ProviderError as error:
-                call.fail(usage=error.usage, outage=not error.rate_limited)
-                logger.warning("search: query embedding failed, answering by keyword: %s", error)
-                return None, Degraded.PROVIDER
-            call.settle(model=result.model, usage=result.usage)
+        )
     except metering.Refused as refused:
         return None, _DEGRADED_BY_REFUSAL.get(refused.reason, Degraded.BUDGET)
+    except ProviderError as error:
+        logger.warning("search: query embedding failed, answering by keyword: %s", error)
+        return None, Degraded.PROVIDER
     embedding = QueryEmbedding(
         vector=list(result.vector), model=result.model, dimensions=result.dimensions
     )
