@@ -11,14 +11,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from accounts.services import tokens_for_user
 from enrichment.testing import processes
-from enrichment.tests import conftest as enrichment_fixtures
 from enrichment.tests.conftest import LOGS, wait_for
-
-# The enrichment tests' process fixtures: the OpenAI stub, the processes' environment, and the
-# processes a test starts (stopped before the database is flushed).
-openai_stub = enrichment_fixtures.openai_stub
-process_env = enrichment_fixtures.process_env
-started = enrichment_fixtures.started
 
 pytestmark = [pytest.mark.faults, pytest.mark.django_db(transaction=True)]
 
