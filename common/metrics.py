@@ -4,17 +4,28 @@ other app of ours) can record into it without an import cycle. memoryconnector/m
 them on GET /metrics with the scrape-time gauges.
 
 With PROMETHEUS_MULTIPROC_DIR set before start-up, prometheus_client keeps each process's values in
-files there and a scrape sums every process's (gunicorn's workers, Celery's). Labels are bounded:
-routes, methods, statuses, outcomes, operations, providers, channels, severities — never a user, a
-memory or a path."""
+files there and a scrape sums every process's: gunicorn's workers and, through a directory the
+containers share, the Celery worker's (jobs, AI calls, alerts are recorded there). Labels are
+bounded: routes, methods, statuses, outcomes, operations, providers, channels, severities — never a
+user, a memory or a path."""
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
+import os
+import socket
+
+from prometheus_client import CollectorRegistry, Counter, Histogram, values
 
 PREFIX = "memory_connector"
 # Seconds: from a fast local call to a provider that takes its time.
 SLOW_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
+
+if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+    # Web, worker and beat containers share one directory (compose's `metrics` volume), and
+    # each container numbers its processes from 1: the host name keeps their files apart.
+    values.ValueClass = values.MultiProcessValue(
+        process_identifier=lambda: f"{socket.gethostname()}-{os.getpid()}"
+    )
 
 # This process's event metrics (outside multiprocess mode, the registry /metrics reads).
 REGISTRY = CollectorRegistry()
