@@ -9,7 +9,8 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 WORKDIR /app
 
 RUN groupadd --system app \
-    && useradd --system --gid app --home-dir /app --no-create-home --shell /usr/sbin/nologin app
+    && useradd --system --gid app --home-dir /app --no-create-home --shell /usr/sbin/nologin app \
+    && install -d -o app -g app /var/lib/memoryconnector/metrics
 
 # Dependencies first, so code changes don't invalidate this layer.
 COPY requirements.txt .

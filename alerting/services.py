@@ -17,6 +17,8 @@ from django.db import IntegrityError, transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
+from common.metrics import ALERT_DELIVERIES_FAILED, ALERTS_SENT
+
 from .channels import CHANNEL_NAMES, CHANNELS, Channel, ChannelError, get_channel, scrub_secrets
 from .models import Alert, AlertDelivery, AlertStatus, DeliveryStatus, Severity
 
@@ -129,7 +131,10 @@ def _attempt(alert: Alert, channel: Channel, *, attempt: int) -> ChannelOutcome:
         error=outcome.error,
         attempt=attempt,
     )
-    if not outcome.ok:
+    if outcome.ok:
+        ALERTS_SENT.labels(channel.name, alert.severity).inc()
+    else:
+        ALERT_DELIVERIES_FAILED.labels(channel.name).inc()
         logger.warning(
             "alert %s: %s failed: %s",
             alert.dedup_key,

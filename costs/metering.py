@@ -34,6 +34,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from common.clock import next_reset
+from common.metrics import AI_CALL_DURATION
 
 from . import breaker, budget
 from . import usage as user_usage
@@ -252,11 +253,15 @@ def meter(
     except BaseException:
         breaker.provider_breaker_release_probe()
         raise
+    started = time.monotonic()
     try:
         yield call
     finally:
         if not call.outcome:
             _release(call)
+        AI_CALL_DURATION.labels(operation, provider, call.outcome or "released").observe(
+            time.monotonic() - started
+        )
         if call.outcome == "settled":
             breaker.provider_breaker_record_success()
         elif call.outcome == "outage":

@@ -12,6 +12,7 @@ import hashlib
 import logging
 import os
 import random
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -21,6 +22,7 @@ from django.db import IntegrityError, connection, transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
+from common.metrics import ENRICHMENT_JOB_DURATION, ENRICHMENT_RETRIES
 from costs import budget, metering
 from memories.models import EnrichmentStatus, Memory
 from memories.services import (
@@ -269,8 +271,10 @@ def _retry_or_fail(job: EnrichmentJob, error: ProviderError) -> str:
             else retry_delay(attempts=1, retry_after=None)
         )
         _defer(job, until=timezone.now() + dt.timedelta(seconds=wait), reason=RATE_LIMITED)
+        ENRICHMENT_RETRIES.labels("rate_limited").inc()
         return "deferred"
     if error.retryable and job.attempts < settings.ENRICHMENT_MAX_ATTEMPTS:
+        ENRICHMENT_RETRIES.labels("error").inc()
         delay = retry_delay(attempts=job.attempts, retry_after=error.retry_after)
         until = timezone.now() + dt.timedelta(seconds=delay)
         if _ours(job).update(
@@ -332,10 +336,14 @@ def job_process(*, job_id: int, worker: str = "", provider: Provider | None = No
         return "disabled"
     if not _claim(job_id=job_id, worker=worker or f"pid-{os.getpid()}"):
         return "not_claimed"
+    started = time.monotonic()
+    outcome = "error"  # an exception escaped the run
     job = EnrichmentJob.objects.select_related("memory").get(pk=job_id)
     try:
-        return _run(job, provider or get_provider())
+        outcome = _run(job, provider or get_provider())
+        return outcome
     finally:
+        ENRICHMENT_JOB_DURATION.labels(outcome).observe(time.monotonic() - started)
         _dispatch_waiting(memory_id=job.memory_id, after=job.pk)
 
 

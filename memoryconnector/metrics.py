@@ -15,42 +15,19 @@ from django.conf import settings
 from django.http import HttpRequest, HttpResponse
 from django.utils import timezone
 from django.views.decorators.http import require_GET
-from prometheus_client import (
-    CONTENT_TYPE_LATEST,
-    CollectorRegistry,
-    Counter,
-    Histogram,
-    generate_latest,
-    multiprocess,
-)
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest, multiprocess
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from common.errors import error_response
+from common.metrics import HTTP_LATENCY, HTTP_REQUESTS, PREFIX, REGISTRY
 from costs.models import ProviderBreaker
 from costs.selectors import BudgetSnapshot, budget_snapshot, cost_rows, provider_breaker_snapshot
 from enrichment.selectors import queue_counts, worker_last_heartbeat, workers_live
 
-PREFIX = "memory_connector"
 LEDGER_LABELS = ["operation", "provider", "model"]
 METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 UNMATCHED_ROUTE = "unmatched"
-
-# This process's request metrics. With PROMETHEUS_MULTIPROC_DIR set (before start-up), the
-# client keeps them in files there and a scrape sums every process's (gunicorn's workers).
-REQUESTS_REGISTRY = CollectorRegistry()
-HTTP_REQUESTS = Counter(
-    f"{PREFIX}_http_requests",
-    "HTTP requests answered, by route template, method and status.",
-    ["route", "method", "status"],
-    registry=REQUESTS_REGISTRY,
-)
-HTTP_LATENCY = Histogram(
-    f"{PREFIX}_http_request_duration_seconds",
-    "Time to answer an HTTP request, by route template and method.",
-    ["route", "method"],
-    registry=REQUESTS_REGISTRY,
-)
 
 
 def _number(value: Decimal | int) -> float:
@@ -197,20 +174,22 @@ class RequestMetricsMiddleware:
 
 
 def metrics_registry() -> CollectorRegistry:
-    """The database gauges and the request metrics: every process's (multiprocess mode) or this
-    process's."""
+    """The database gauges and the event metrics (requests, jobs, AI calls, alerts): every
+    process's (multiprocess mode) or this process's."""
     registry = CollectorRegistry(auto_describe=False)
     registry.register(AppCollector())
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         multiprocess.MultiProcessCollector(registry)
     else:
-        registry.register(_Requests())
+        registry.register(_Events())
     return registry
 
 
-class _Requests(Collector):
+class _Events(Collector):
+    """This process's counters and histograms (common/metrics.py)."""
+
     def collect(self) -> Iterator[Metric]:
-        return REQUESTS_REGISTRY.collect()
+        return REGISTRY.collect()
 
 
 def _authorized(request: HttpRequest) -> bool:

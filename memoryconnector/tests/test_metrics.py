@@ -128,6 +128,7 @@ def test_it_keeps_label_values_bounded(anon, user):
     jobs(user, deferred=2)
     allowed = {"operation", "provider", "model", "kind", "status", "state", "reason"}
     allowed |= {"route", "method", "le"}  # the request metrics
+    allowed |= {"outcome", "channel", "severity"}  # jobs, AI calls, alerts (common/metrics.py)
     for _name, labels in scrape(anon):
         assert {key for key, _ in labels} <= allowed
         assert all(str(user.pk) != v and "@" not in v for _, v in labels)

@@ -1,5 +1,6 @@
 """/metrics from a running gunicorn (two workers, multiprocess mode) and a Celery worker: every
-gunicorn process's requests are counted in one scrape, and the gauges equal the staff API's."""
+gunicorn process's requests are counted in one scrape, the gauges equal the staff API's, and a
+job run in another process shows in web's scrape."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from accounts.services import tokens_for_user
 from enrichment.testing import processes
 from enrichment.tests.conftest import LOGS, wait_for
+from memories.services import memory_create
 
 pytestmark = [pytest.mark.faults, pytest.mark.django_db(transaction=True)]
 
@@ -70,3 +72,18 @@ def test_it_scrapes_a_gunicorn_and_worker_pair(process_env, started, make_user, 
         samples[("memory_connector_enrichment_jobs", (("status", "pending"),))]
         == (status["queue"]["pending"])
     )
+
+    # A job run outside gunicorn (`manage.py enrich --inline`, as a Celery worker would) records
+    # its duration and its AI calls in the shared directory: web's scrape sums them too.
+    user = make_user("metrics@example.com")
+    memory_create(user=user, text_content="Dentist appointment on Monday", type="note")
+    processes.manage(env, "enrich", "--inline")
+    samples = scrape(port)
+    completed = (
+        "memory_connector_enrichment_job_duration_seconds_count",
+        (("outcome", "completed"),),
+    )
+    assert samples[completed] == 1
+    for operation in ("classification", "embedding"):
+        labels = (("operation", operation), ("outcome", "settled"), ("provider", "openai"))
+        assert samples[("memory_connector_ai_call_duration_seconds_count", labels)] == 1
