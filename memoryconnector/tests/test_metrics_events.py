@@ -16,17 +16,14 @@ from alerting.services import alert_deliver, alert_send
 from alerting.tests import conftest as alerting_fixtures
 from enrichment import services
 from enrichment.models import EnrichmentJob
-from enrichment.tests import conftest as enrichment_fixtures
 from memories.services import memory_create
 from memoryconnector.tests import test_metrics
 
 pytestmark = pytest.mark.django_db
 
-# Fixtures of the apps' own tests: the metrics token, the OpenAI stub, SMTP and no channel
-# configured by the developer's .env.
+# Fixtures of the apps' own tests: the metrics token, SMTP and no channel configured by the
+# developer's .env (the OpenAI stub's are the suite's own).
 _token = test_metrics._token
-openai_stub = enrichment_fixtures.openai_stub
-use_openai = enrichment_fixtures.use_openai
 _no_channels_configured = alerting_fixtures._no_channels_configured
 smtp = alerting_fixtures.smtp
 smtp_down = alerting_fixtures.smtp_down
