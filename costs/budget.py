@@ -35,7 +35,7 @@ from .models import (
 )
 from .money import ZERO, cents, cents_value
 from .pricing import check_tokens, price_quote
-from .selectors import budget_open_reason
+from .selectors import budget_open_reason, budget_snapshot
 from .signals import send_on_commit
 
 logger = logging.getLogger(__name__)
@@ -376,11 +376,8 @@ def budget_reservations_expire(*, now: dt.datetime | None = None) -> int:
 
 
 def budget_breaker_state() -> str:
-    """Today's budget breaker, "open" or "closed" (the rule: `budget_open_condition`)."""
-    day = today()
-    DailyBudget.objects.ensure(day)
-    is_open = DailyBudget.objects.with_state().filter(day=day).values_list("is_open", flat=True)
-    return "open" if is_open.first() else "closed"
+    """Today's budget breaker, "open" or "closed": the snapshot's."""
+    return budget_snapshot().state
 
 
 def budget_pause() -> bool:

@@ -73,7 +73,9 @@ class BudgetSnapshot:
 
 
 def budget_snapshot(*, day: dt.date | None = None) -> BudgetSnapshot:
-    """The budget of `day` (default today) as every process sees it. One query."""
+    """The budget of `day` (default today) as every process sees it, its breaker state computed
+    by the database (`budget_open_condition`). The day's row is created first if it is missing
+    (one idempotent insert), so a new day reads exactly like the rows that will follow it."""
     day = day or today()
     DailyBudget.objects.ensure(day)
     row = DailyBudget.objects.with_state().get(day=day)
