@@ -3,7 +3,9 @@
 Serves `/v1/chat/completions` (a classification as structured JSON) and `/v1/embeddings`, both
 with `usage`. On demand it answers 429 with Retry-After, 500, 401, 400, a slow answer past the
 client's timeout, or malformed JSON: queue such answers with `script([...])` in-process, or
-`POST /_stub/script {"responses": [...]}` from another process.
+`POST /_stub/script {"responses": [...]}` from another process. A text containing FAIL_MARKER is
+refused with 400 wherever it is sent (one bad item in a batch). Embeddings take one input or a
+list, as OpenAI's do.
 
 Run standalone: `python -m enrichment.testing.openai_stub --port 8765`.
 """
@@ -21,6 +23,9 @@ import time
 from collections import deque
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+# A text holding this is refused with 400 invalid_request_error by both endpoints.
+FAIL_MARKER = "[stub-fail]"
 
 
 def _tokens(text: str) -> int:
@@ -119,6 +124,8 @@ class _Handler(BaseHTTPRequestHandler):
                     "body": payload,
                 }
             )
+        if FAIL_MARKER in json.dumps(payload.get("messages", payload.get("input", ""))):
+            return self._error(400, "invalid_request_error")
         mode = self.state.next_response()
         if mode == "429":
             return self._error(429, "rate_limit_exceeded", {"Retry-After": "1"})
@@ -177,25 +184,29 @@ class _Handler(BaseHTTPRequestHandler):
         )
 
     def _embeddings(self, payload: dict):
-        text = payload.get("input", "")
-        text = text if isinstance(text, str) else json.dumps(text)
+        raw = payload.get("input", "")
+        texts = raw if isinstance(raw, list) else [raw]
+        texts = [t if isinstance(t, str) else json.dumps(t) for t in texts]
         dimensions = int(payload.get("dimensions") or self.state.embedding_dimensions)
-        if self.state.concepts:
-            vector = _concept_vector(text, dimensions, self.state.concepts)
-        else:
-            vector = _vector(text, dimensions)
-        if payload.get("encoding_format") == "base64":
-            embedding = base64.b64encode(struct.pack(f"<{len(vector)}f", *vector)).decode()
-        else:
-            embedding = vector
-        tokens = _tokens(text)
+        data = []
+        for index, text in enumerate(texts):
+            if self.state.concepts:
+                vector = _concept_vector(text, dimensions, self.state.concepts)
+            else:
+                vector = _vector(text, dimensions)
+            if payload.get("encoding_format") == "base64":
+                embedding = base64.b64encode(struct.pack(f"<{len(vector)}f", *vector)).decode()
+            else:
+                embedding = vector
+            data.append({"object": "embedding", "index": index, "embedding": embedding})
+        tokens = sum(_tokens(text) for text in texts)
         self._send(
             200,
             {
                 "object": "list",
                 "model": self.state.embedding_model_answer
                 or payload.get("model", "text-embedding-3-small"),
-                "data": [{"object": "embedding", "index": 0, "embedding": embedding}],
+                "data": data,
                 "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
             },
         )
@@ -234,6 +245,14 @@ class OpenAIStub:
 
     def calls_to(self, path: str) -> list[dict]:
         return [c for c in self.calls if c["path"] == path]
+
+    def embedded_texts(self) -> list[str]:
+        """Every text sent for embedding, in order (a list input counts each of its texts)."""
+        texts = []
+        for call in self.calls_to("/v1/embeddings"):
+            raw = call["body"].get("input", "")
+            texts += raw if isinstance(raw, list) else [raw]
+        return texts
 
 
 def main() -> None:
