@@ -74,7 +74,9 @@ def test_redis_stopping_during_a_burst_loses_nothing_and_doubles_nothing(
 
     assert EnrichmentJob.objects.filter(status=JobStatus.COMPLETED).count() == 30
     assert AICostRecord.objects.count() == 60  # two calls per memory, none twice
-    assert len(openai_stub.calls) == 60
+    # One classification per memory; embeddings go in batches, each memory's text once.
+    assert len(openai_stub.calls_to("/v1/chat/completions")) == 30
+    assert sorted(openai_stub.embedded_texts()) == sorted(f"burst memory {i}" for i in range(30))
 
 
 def test_a_worker_killed_mid_job_leaves_a_job_that_completes_once(
