@@ -111,14 +111,14 @@ def usage_split(total: Usage, weights: list[int]) -> list[Usage]:
             parts[i] += 1
         return parts
 
-    inputs, outputs, cached = (
-        split(total.input_tokens),
-        split(total.output_tokens),
-        split(total.cached_tokens),
-    )
+    # Cached tokens are part of the input: split them and the rest apart, so each part's cached
+    # tokens never exceed its input.
+    uncached = split(total.input_tokens - total.cached_tokens)
+    cached = split(total.cached_tokens)
+    outputs = split(total.output_tokens)
     return [
-        Usage(input_tokens=i, output_tokens=o, cached_tokens=min(c, i))
-        for i, o, c in zip(inputs, outputs, cached, strict=True)
+        Usage(input_tokens=u + c, output_tokens=o, cached_tokens=c)
+        for u, c, o in zip(uncached, cached, outputs, strict=True)
     ]
 
 
