@@ -39,7 +39,6 @@ from memories.services import (
 from .models import ACTIVE_STATUSES, EnrichmentJob, JobStatus, WorkerHeartbeat
 from .providers import Provider, ProviderError, get_provider
 from .providers.base import EmbeddingResult
-from .providers.metered import metered_call
 
 WAITING_STATUSES = (JobStatus.PENDING, JobStatus.DEFERRED)
 
@@ -729,42 +728,42 @@ def embeddings_refresh(
     done, stopped, skipped = 0, "", set()
     provider = get_provider()
     try:
-        while done < limit:
-            row = (
+        while done < limit and not stopped:
+            rows = list(
                 embeddings_stale()
                 .exclude(memory_id__in=skipped)
                 .order_by("memory_id")
-                .values_list("memory_id", "user_id", "memory__text_content")
-                .first()
+                .values_list("memory_id", "user_id", "memory__text_content")[
+                    : min(max(1, settings.ENRICHMENT_BATCH_SIZE), limit - done)
+                ]
             )
-            if row is None:
+            if not rows:
                 break
-            memory_id, user_id, text = row
-            try:
-                embedding = _embed_metered(provider, memory_id, user_id, text)
-            except metering.Refused as refused:
-                stopped = refused.reason
-                break
-            except ProviderError as error:
-                stopped = f"provider error: {error}"
-                break
-            if not memory_embedding_refresh(
-                memory_id=memory_id,
-                text_is=lambda current, sent=text: current == sent,
-                embedding=embedding,
-            ):
-                skipped.add(memory_id)  # edited or deleted meanwhile: its new job embeds it
-            elif embeddings_stale().filter(memory_id=memory_id).exists():
+            embedded, stopped = _embed_batch_metered(provider, rows)
+            applied = []
+            for memory_id, _, text in rows:
+                if memory_id not in embedded:
+                    continue
+                if memory_embedding_refresh(
+                    memory_id=memory_id,
+                    text_is=lambda current, sent=text: current == sent,
+                    embedding=embedded[memory_id],
+                ):
+                    applied.append(memory_id)
+                else:
+                    skipped.add(memory_id)  # edited or deleted meanwhile: its new job embeds it
+            if applied and embeddings_stale().filter(memory_id__in=applied).exists():
                 # The provider answers another model or size than configured: going on would
                 # pay for the same memories again and again.
+                sample = embedded[applied[0]]
                 stopped = (
-                    f"the provider answered {embedding.model} ({embedding.dimensions} "
+                    f"the provider answered {sample.model} ({sample.dimensions} "
                     "dimensions), not the configured model"
                 )
                 logger.error("re-embedding stopped: %s", stopped)
                 break
-            done += 1
-            if progress:
+            done += len(applied)
+            if progress and applied:
                 progress(done)
     finally:
         with connection.cursor() as cursor:
@@ -774,16 +773,36 @@ def embeddings_refresh(
     return ReembedResult(done, stopped)
 
 
-def _embed_metered(provider: Provider, memory_id, user_id: int, text: str):
-    return metered_call(
-        provider=provider,
-        operation="embedding",
-        model=provider.embedding_model,
-        estimate=provider.estimate_embedding_tokens(text),
-        call=lambda: provider.embed(text),
-        user_id=user_id,
-        memory_id=memory_id,
-    )
+def _embed_batch_metered(provider: Provider, rows: list[tuple]) -> tuple[dict, str]:
+    """Embed (memory id, user id, text) rows in one request through one metered batch (each an
+    "embedding" call of its owner, not an enrichment run). Returns the embeddings by memory id
+    and why the run should stop: the first refusal or a provider error ("" to go on)."""
+    items = [
+        metering.Item(
+            key=memory_id, user_id=user_id, memory_id=memory_id,
+            input_tokens=provider.estimate_embedding_tokens(text).input_tokens,
+        )
+        for memory_id, user_id, text in rows
+    ]  # fmt: skip
+    embedded, stopped = {}, ""
+    with metering.meter_batch(
+        operation="embedding", provider=provider.name, model=provider.embedding_model, items=items
+    ) as batch:
+        if batch.refused:
+            stopped = next(iter(batch.refused.values())).reason
+        admitted = [row for row in rows if row[0] not in batch.refused]
+        if not admitted:
+            return embedded, stopped
+        try:
+            results = provider.embed_many([text for _, _, text in admitted])
+        except ProviderError as error:
+            for memory_id, _, _ in admitted:
+                batch.fail(memory_id, usage=None, outage=not error.rate_limited)
+            return embedded, f"provider error: {error}"
+        for (memory_id, _, _), result in zip(admitted, results, strict=True):
+            batch.settle(memory_id, model=result.model, usage=result.usage)
+            embedded[memory_id] = result
+    return embedded, stopped
 
 
 # --- staff actions ------------------------------------------------------------------------------
