@@ -15,11 +15,13 @@ app.steps["worker"].add("enrichment.worker:HeartbeatStep")
 
 
 @task_prerun.connect(dispatch_uid="memoryconnector.db_connections_check")
-def _db_connections_check(**kwargs) -> None:
+def _db_connections_check(task=None, **kwargs) -> None:
     """Workers keep their database connection across tasks (CELERY_DB_REUSE_MAX): before each
     task, one older than CONN_MAX_AGE or broken is closed, and CONN_HEALTH_CHECKS pings a kept
     one before its first statement, so a connection the server dropped is replaced instead of
     failing the task."""
+    if task is not None and getattr(task.request, "is_eager", False):
+        return  # run in the caller's thread (apply()): its connection is the caller's
     from django.db import close_old_connections
 
     close_old_connections()
