@@ -3,7 +3,7 @@ zero-latency OpenAI stub reached through the real `openai` client), beside a no-
 through the same broker and the same workers — figures of one run, compared as ratios.
 
     .venv/bin/python -m common.embedded_postgres run -- .venv/bin/python bench/pipeline.py \
-        [--procs 1,2] [--memories 1000] [--noops 3000] [--steady-rate 8] [--steady-seconds 15]
+        [--procs 1,2] [--memories 1000] [--noops 2000] [--steady-rate 8] [--steady-seconds 15]
 
 The project's migrations need pgvector, so the database is the embedded PostgreSQL's (`make
 bench` starts it; DATABASE_URL or BENCH_DATABASE_URL must name a server with pgvector). The
@@ -12,12 +12,16 @@ the end, and so is every worker (its whole process group). Not a test.
 
 For each number of worker processes (`--procs`; one worker, `--concurrency=N`, prefork):
 1. floor: `--noops` no-op tasks (bench/noop_tasks.py) published as fast as one producer can,
-   timed from the first publish until the broker holds none, queued or unacknowledged;
+   timed from the first publish until the broker holds none, queued or unacknowledged; the
+   median of `--floor-repeats` such runs;
 2. pipeline: `--memories` memories created through `memories.services.memory_create` (as the API
    does), timed from the first memory's `created_at` to the last `enriched_at`;
 then, with the most processes, memories created at a steady `--steady-rate` per second for
 `--steady-seconds`: p50/p95 of `enriched_at - created_at`. Statements, transactions and new
-connections per job come from bench/statement_count.py in the worker processes.
+connections per job come from bench/statement_count.py in the worker processes; CPU per job of
+each part (worker, PostgreSQL, broker, stub, this process) from /proc. With `--backlog`, the
+pipeline runs are timed from a backlog instead: the memories are created while the worker
+consumes nothing (Celery's cancel_consumer), and the clock starts when it consumes again.
 
 The benchmark knows only the memory's enrichment status and timestamps, the service that
 creates memories and the worker's command line: nothing of how enrichment works inside.
@@ -111,6 +115,13 @@ def tree_cpu(root: int) -> float:
     return ticks / CLOCK_TICKS
 
 
+def machine_cpu() -> float:
+    """CPU seconds every core of the machine has spent busy (not idle or waiting on I/O)."""
+    fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    # user nice system idle iowait irq softirq steal (guest time is counted in user already)
+    return (sum(fields[:8]) - fields[3] - fields[4]) / CLOCK_TICKS
+
+
 def postmaster_pid() -> int | None:
     """The PostgreSQL server's main process, when it runs on this machine."""
     from django.db import connection
@@ -134,15 +145,19 @@ class CpuMeter:
         return {
             **{role: tree_cpu(pid) for role, pid in self.roots.items()},
             "bench": times.user + times.system,
+            "machine": machine_cpu(),
         }
 
     @staticmethod
     def per_unit(before: dict, after: dict, units: int, wall: float) -> dict:
-        """CPU milliseconds per unit (task or job) by part, and how many cores were busy."""
+        """CPU milliseconds per unit (task or job) by part; how many cores the benchmark's
+        processes kept busy, and how many the whole machine did (other work is noise)."""
         used = {role: after[role] - before[role] for role in after}
+        machine = used.pop("machine")
         return {
             "cpuMsPerUnit": {role: round(1000 * v / max(1, units), 2) for role, v in used.items()},
             "coresBusy": round(sum(used.values()) / wall, 2) if wall else None,
+            "machineCoresBusy": round(machine / wall, 2) if wall else None,
         }
 
 
@@ -217,6 +232,12 @@ def noops(n: int, *, app, broker: Broker, meter: CpuMeter | None = None) -> dict
         "tasksPerSecond": round(n / elapsed, 1),
         **(meter.per_unit(cpu, meter.read(), n, elapsed) if meter else {}),
     }
+
+
+def floor_median(n: int, repeats: int, **kwargs) -> dict:
+    """The floor `repeats` times over; the run with the median rate, and every rate."""
+    runs = sorted((noops(n, **kwargs) for _ in range(repeats)), key=lambda r: r["tasksPerSecond"])
+    return {**runs[len(runs) // 2], "allTasksPerSecond": [r["tasksPerSecond"] for r in runs]}
 
 
 def new_user():
@@ -403,7 +424,8 @@ def report(runs: list[dict], steady: dict | None) -> None:
                 parts = ", ".join(f"{role} {ms}" for role, ms in cpu.items())
                 print(
                     f"  CPU ms per {unit}, {name}, {run['procs']} proc(s): {parts} "
-                    f"({run[name]['coresBusy']} cores busy)"
+                    f"({run[name]['coresBusy']} cores busy; the machine "
+                    f"{run[name]['machineCoresBusy']})"
                 )
     if steady:
         print(
@@ -421,7 +443,10 @@ def main() -> None:
     )
     parser.add_argument("--procs", default="1,2", help="worker processes per run, comma-separated")
     parser.add_argument("--memories", type=int, default=1000, help="memories per pipeline run")
-    parser.add_argument("--noops", type=int, default=3000, help="no-op tasks per floor run")
+    parser.add_argument("--noops", type=int, default=2000, help="no-op tasks per floor run")
+    parser.add_argument(
+        "--floor-repeats", type=int, default=3, help="floor runs; the median is reported"
+    )
     parser.add_argument("--steady-rate", type=float, default=8, help="memories per second")
     parser.add_argument("--steady-seconds", type=float, default=15)
     parser.add_argument(
@@ -478,7 +503,9 @@ def main() -> None:
                     "stub": stub.process.proc.pid,
                 }
             )
-            floor = noops(args.noops, app=app, broker=broker, meter=meter)
+            floor = floor_median(
+                args.noops, args.floor_repeats, app=app, broker=broker, meter=meter
+            )
             print(f"{procs} proc(s): no-op floor {floor['tasksPerSecond']} tasks/s", flush=True)
             pipeline = phase(
                 new_user(), args.memories, rate=0, broker=broker, redis_client=redis_client,
@@ -526,6 +553,7 @@ def main() -> None:
                     last["pipeline"]["jobsPerSecond"], first["pipeline"]["jobsPerSecond"]
                 ),
             },
+            "loadAverageAtEnd": [round(v, 2) for v in os.getloadavg()],
             "logs": str(logs),
         },
     )
