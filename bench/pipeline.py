@@ -22,6 +22,7 @@ connections per job come from bench/statement_count.py in the worker processes; 
 each part (worker, PostgreSQL, broker, stub, this process) from /proc. With `--backlog`, the
 pipeline runs are timed from a backlog instead: the memories are created while the worker
 consumes nothing (Celery's cancel_consumer), and the clock starts when it consumes again.
+No beat runs unless `--beat`.
 
 The benchmark knows only the memory's enrichment status and timestamps, the service that
 creates memories and the worker's command line: nothing of how enrichment works inside.
@@ -455,6 +456,11 @@ def main() -> None:
         help="time the pipeline runs from a backlog: memories created while the worker "
         "consumes nothing, timed from its restart (not bounded by the creation rate)",
     )
+    parser.add_argument(
+        "--beat",
+        action="store_true",
+        help="run Celery beat beside the worker (its periodic tasks count in the per-job figures)",
+    )
     parser.add_argument("--output", default="pipeline", help="name of the results file")
     args = parser.parse_args()
     if not (os.environ.get("BENCH_DATABASE_URL") or os.environ.get("DATABASE_URL")):
@@ -470,6 +476,7 @@ def main() -> None:
     broker_server = processes.RedisServer().start()
     stub = Stub(logs / "stub.log")
     current: processes.Process | None = None
+    beat: processes.Process | None = None
     try:
         stub.process.start()
         env = bench_env(
@@ -487,6 +494,10 @@ def main() -> None:
         redis_client = redis.Redis.from_url(broker_server.url)
         broker = Broker(redis_client, list(app.amqp.queues.keys()))
         postgres = postmaster_pid()
+        if args.beat:
+            beat = processes.celery_beat(
+                env, schedule=logs / "celerybeat-schedule", log=logs / "beat.log"
+            ).start()
         steady_n = round(args.steady_rate * args.steady_seconds)
         procs_list = [int(p) for p in args.procs.split(",")]
         runs, steady = [], None
@@ -536,6 +547,8 @@ def main() -> None:
     finally:
         if current is not None:
             current.stop()
+        if beat is not None:
+            beat.stop()
         stub.process.stop()
         broker_server.stop()
     report(runs, steady)
@@ -545,6 +558,7 @@ def main() -> None:
         {
             "workerLayout": "one Celery worker, prefork, --concurrency=procs, every app queue",
             "stub": "enrichment.testing.openai_stub, zero latency, its own process",
+            "beat": args.beat,
             "runs": runs,
             "steady": steady,
             "scaling": {
