@@ -10,7 +10,8 @@ bench` starts it; DATABASE_URL or BENCH_DATABASE_URL must name a server with pgv
 broker is a private redis-server on a free port, the stub its own process; both are stopped at
 the end, and so is every worker (its whole process group). Not a test.
 
-For each number of worker processes (`--procs`; one worker, `--concurrency=N`, prefork):
+For each number of worker processes (`--procs`; one worker with `--concurrency=N`, prefork, or
+with `--layout workers` N workers of one process each):
 1. floor: `--noops` no-op tasks (bench/noop_tasks.py) published as fast as one producer can,
    timed from the first publish until the broker holds none, queued or unacknowledged; the
    median of `--floor-repeats` such runs;
@@ -138,13 +139,13 @@ class CpuMeter:
     """CPU seconds used so far by each part: the worker (parent and pool processes), PostgreSQL
     (server and backends), the broker, the stub, and this process (the load generator)."""
 
-    def __init__(self, roots: dict[str, int | None]) -> None:
-        self.roots = {role: pid for role, pid in roots.items() if pid}
+    def __init__(self, roots: dict[str, list[int | None]]) -> None:
+        self.roots = {role: [pid for pid in pids if pid] for role, pids in roots.items()}
 
     def read(self) -> dict[str, float]:
         times = os.times()
         return {
-            **{role: tree_cpu(pid) for role, pid in self.roots.items()},
+            **{role: sum(map(tree_cpu, pids)) for role, pids in self.roots.items() if pids},
             "bench": times.user + times.system,
             "machine": machine_cpu(),
         }
@@ -162,15 +163,38 @@ class CpuMeter:
         }
 
 
-def worker(env: dict, *, procs: int, log: Path) -> processes.Process:
+def worker(env: dict, *, concurrency: int, hostname: str, log: Path) -> processes.Process:
     """A worker as the app runs them (every queue of the app, prefork), plus the benchmark's
     no-op task and statement counter."""
     return processes.Process(
         [sys.executable, "-m", "celery", "-A", "memoryconnector", "worker", "--loglevel=WARNING",
-         f"--concurrency={procs}", "--pool=prefork", f"--hostname=bench{procs}@pipeline",
+         f"--concurrency={concurrency}", "--pool=prefork", f"--hostname={hostname}",
          "--without-mingle", "--without-gossip", "-I", "bench.noop_tasks,bench.statement_count"],
         env, log=log,
     )  # fmt: skip
+
+
+def workers_start(
+    env: dict, *, procs: int, layout: str, logs: Path
+) -> dict[str, processes.Process]:
+    """`procs` worker processes: one worker with `--concurrency=procs` ("concurrency"), or
+    `procs` workers of one process each ("workers"). Started; keyed by hostname."""
+    if layout == "concurrency":
+        plan = {f"bench{procs}@pipeline": procs}
+    else:
+        plan = {f"bench{procs}-{i}@pipeline": 1 for i in range(procs)}
+    started = {}
+    try:
+        for hostname, concurrency in plan.items():
+            log = logs / f"worker-{hostname.split('@')[0]}.log"
+            started[hostname] = worker(
+                env, concurrency=concurrency, hostname=hostname, log=log
+            ).start()
+    except BaseException:
+        for process in started.values():
+            process.stop()
+        raise
+    return started
 
 
 def wait_worker_ready(app, *, hostname: str, timeout: float = 60) -> None:
@@ -305,28 +329,29 @@ def timings(user, *, since=None) -> dict:
 
 
 def worker_counts(redis_client, jobs: int) -> dict:
-    from bench.statement_count import KEY
+    from bench.statement_count import FIELDS, KEY
 
-    counts = {k.decode(): int(v) for k, v in redis_client.hgetall(KEY).items()}
+    counts = dict.fromkeys(FIELDS, 0)
+    counts.update({k.decode(): int(v) for k, v in redis_client.hgetall(KEY).items()})
     redis_client.delete(KEY)
     per_job = {f"{k}PerJob": round(v / jobs, 2) for k, v in counts.items()} if jobs else {}
     return {"workerCounts": counts, **per_job}
 
 
 class Consumers:
-    """Stops and restarts a worker's consumption of every queue (Celery remote control), so that
-    a backlog can be created first and timed from the moment the worker may take it."""
+    """Stops and restarts workers' consumption of every queue (Celery remote control), so that
+    a backlog can be created first and timed from the moment the workers may take it."""
 
-    def __init__(self, app, *, hostname: str, queues: list[str]) -> None:
-        self.app, self.hostname, self.queues = app, hostname, queues
+    def __init__(self, app, *, hostnames: list[str], queues: list[str]) -> None:
+        self.app, self.hostnames, self.queues = app, hostnames, queues
 
     def _control(self, command: str) -> None:
         for queue in self.queues:
             replies = getattr(self.app.control, command)(
-                queue, destination=[self.hostname], reply=True, timeout=5
+                queue, destination=self.hostnames, reply=True, timeout=5
             )
-            if not replies:
-                raise TimeoutError(f"{command} {queue}: no reply from {self.hostname}")
+            if len(replies) < len(self.hostnames):
+                raise TimeoutError(f"{command} {queue}: {len(replies)} of the workers replied")
 
     def pause(self) -> None:
         self._control("cancel_consumer")
@@ -457,6 +482,12 @@ def main() -> None:
         "consumes nothing, timed from its restart (not bounded by the creation rate)",
     )
     parser.add_argument(
+        "--layout",
+        choices=("concurrency", "workers"),
+        default="concurrency",
+        help="N processes as one worker with --concurrency=N (default), or N workers of one",
+    )
+    parser.add_argument(
         "--beat",
         action="store_true",
         help="run Celery beat beside the worker (its periodic tasks count in the per-job figures)",
@@ -475,7 +506,7 @@ def main() -> None:
     logs = Path(tempfile.mkdtemp(prefix="bench-pipeline-"))
     broker_server = processes.RedisServer().start()
     stub = Stub(logs / "stub.log")
-    current: processes.Process | None = None
+    current: dict[str, processes.Process] = {}
     beat: processes.Process | None = None
     try:
         stub.process.start()
@@ -502,16 +533,16 @@ def main() -> None:
         procs_list = [int(p) for p in args.procs.split(",")]
         runs, steady = [], None
         for procs in procs_list:
-            current = worker(env, procs=procs, log=logs / f"worker{procs}.log").start()
-            hostname = f"bench{procs}@pipeline"
-            wait_worker_ready(app, hostname=hostname)
+            current = workers_start(env, procs=procs, layout=args.layout, logs=logs)
+            for hostname in current:
+                wait_worker_ready(app, hostname=hostname)
             warm_up(app=app, broker=broker)
             meter = CpuMeter(
                 {
-                    "worker": current.proc.pid,
-                    "postgres": postgres,
-                    "broker": broker_server.proc.pid,
-                    "stub": stub.process.proc.pid,
+                    "worker": [process.proc.pid for process in current.values()],
+                    "postgres": [postgres],
+                    "broker": [broker_server.proc.pid],
+                    "stub": [stub.process.proc.pid],
                 }
             )
             floor = floor_median(
@@ -521,7 +552,7 @@ def main() -> None:
             pipeline = phase(
                 new_user(), args.memories, rate=0, broker=broker, redis_client=redis_client,
                 stub=stub, meter=meter,
-                backlog=Consumers(app, hostname=hostname, queues=broker.queues)
+                backlog=Consumers(app, hostnames=list(current), queues=broker.queues)
                 if args.backlog else None,
             )  # fmt: skip
             print(f"{procs} proc(s): pipeline {pipeline['jobsPerSecond']} jobs/s", flush=True)
@@ -542,11 +573,12 @@ def main() -> None:
                     ),
                 }  # fmt: skip
                 print(f"{procs} proc(s): steady p50 {steady['p50Ms']} ms", flush=True)
-            current.stop()
-            current = None
+            for process in current.values():
+                process.stop()
+            current = {}
     finally:
-        if current is not None:
-            current.stop()
+        for process in current.values():
+            process.stop()
         if beat is not None:
             beat.stop()
         stub.process.stop()
@@ -556,7 +588,9 @@ def main() -> None:
     write_results(
         args.output,
         {
-            "workerLayout": "one Celery worker, prefork, --concurrency=procs, every app queue",
+            "workerLayout": "one Celery worker, prefork, --concurrency=procs, every app queue"
+            if args.layout == "concurrency"
+            else "procs Celery workers, prefork, --concurrency=1 each, every app queue",
             "stub": "enrichment.testing.openai_stub, zero latency, its own process",
             "beat": args.beat,
             "runs": runs,

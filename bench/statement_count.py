@@ -30,6 +30,11 @@ from celery.signals import task_postrun, worker_process_init, worker_process_shu
 
 KEY = "bench:statement_count"
 ENV = "BENCH_STATEMENT_COUNT"
+# Always reported (0 when nothing was counted); sql_<kind> fields only when seen.
+FIELDS = (
+    "statements", "transactions", "commits", "rollbacks", "autocommit_statements",
+    "connections", "tasks",
+)  # fmt: skip
 
 _lock = threading.Lock()
 _counts: dict[str, int] = {}
