@@ -75,9 +75,11 @@ check-deploy: $(STAMP) ## manage.py check --deploy against the production settin
 	DJANGO_ALLOWED_HOSTS=example.com \
 		$(PY) manage.py check --deploy $(CHECK_DEPLOY_ARGS)
 
-bench: $(STAMP) ## Run the benchmarks (bench/run_all.py); figures go to bench/results/
+# BENCH names some of them (make bench BENCH=pipeline); all of them when empty.
+BENCH ?=
+bench: $(STAMP) ## Run the benchmarks (bench/run_all.py; BENCH=pipeline for one); figures go to bench/results/
 	@if [ -f bench/run_all.py ]; then \
-		$(WITH_PG) $(PY) bench/run_all.py; \
+		$(WITH_PG) $(PY) bench/run_all.py $(BENCH); \
 	else \
 		echo "No benchmarks exist yet (bench/run_all.py is missing)."; \
 	fi

@@ -1,5 +1,8 @@
 """`make bench`: every benchmark in turn, each printing its table and writing
-bench/results/<name>.json. Needs PostgreSQL and Redis (see bench/harness.py for the URLs)."""
+bench/results/<name>.json. Needs PostgreSQL and Redis (see bench/harness.py for the URLs).
+
+    .venv/bin/python bench/run_all.py [NAME ...]   # only these (e.g. pipeline ingest)
+"""
 
 from __future__ import annotations
 
@@ -11,8 +14,8 @@ HERE = Path(__file__).resolve().parent
 
 RUNS = [
     ["ingest.py"],
-    ["pipeline.py", "--memories", "2000", "--workers", "1,2,4"],
-    ["pipeline.py", "--memories", "300", "--rate", "8", "--output", "pipeline-steady"],
+    # The no-op floor, 1,000 memories with 1 and 2 worker processes, steady 8/s for 15 s.
+    ["pipeline.py", "--procs", "1,2", "--memories", "1000", "--steady-rate", "8"],
     ["budget_contention.py"],
     ["staff_pages.py"],
     ["sync.py"],
@@ -20,9 +23,15 @@ RUNS = [
 ]
 
 
-def main() -> int:
+def main(names: list[str]) -> int:
+    unknown = set(names) - {run[0].removesuffix(".py") for run in RUNS}
+    if unknown:
+        print(f"unknown benchmark(s): {', '.join(sorted(unknown))}", file=sys.stderr)
+        return 2
     failed = 0
     for run in RUNS:
+        if names and run[0].removesuffix(".py") not in names:
+            continue
         print(f"\n=== bench/{' '.join(run)}", flush=True)
         code = subprocess.call([sys.executable, str(HERE / run[0]), *run[1:]])  # noqa: S603
         failed += code != 0
@@ -30,4 +39,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(sys.argv[1:]))
