@@ -38,9 +38,13 @@ def pytest_collection_modifyitems(config, items):
 
 @pytest.fixture(autouse=True)
 def _fresh_cache():
+    from costs.pricing import prices_forget
+
     cache.clear()
+    prices_forget()
     yield
     cache.clear()
+    prices_forget()
 
 
 @pytest.fixture

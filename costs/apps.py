@@ -24,7 +24,10 @@ class CostsConfig(AppConfig):
     verbose_name = "AI costs and budget"
 
     def ready(self) -> None:
-        from . import rollups  # noqa: F401 - keeps the daily roll-ups equal to the ledger
+        from . import (
+            pricing,  # noqa: F401 - forgets the cached price table when staff edit it
+            rollups,  # noqa: F401 - keeps the daily roll-ups equal to the ledger
+        )
 
         post_migrate.connect(_seed_empty_price_table, sender=self)
         _connect_alerts()

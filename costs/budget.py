@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from decimal import Decimal
 
@@ -35,6 +36,7 @@ from .models import (
 )
 from .money import ZERO, cents, cents_value
 from .pricing import check_tokens, price_quote
+from .rollups import ledger_rows_counted
 from .selectors import budget_open_reason, budget_snapshot
 from .signals import send_on_commit
 
@@ -130,6 +132,22 @@ def _room_freed(day: dt.date) -> None:
         send_on_commit(signals.budget_room_freed, DailyBudget, day=day)
 
 
+@dataclass(frozen=True)
+class HoldRequest:
+    """One AI call (or one item of a batched call) to hold budget for."""
+
+    estimate_cents: Decimal
+    user_id: int | None = None
+    memory_id: object = None
+    input_tokens: int = 0
+    output_tokens: int = 0
+
+
+# admit(day, held request indexes) -> {index: Refusal}: a further say (the users' limits), asked
+# inside the holding transaction; the refused are given back before the transaction ends.
+Admit = Callable[[dt.date, list[int]], dict[int, str]]
+
+
 def budget_reserve(
     *,
     estimate_cents: Decimal,
@@ -141,49 +159,93 @@ def budget_reserve(
     input_tokens: int,
     output_tokens: int,
 ) -> Reservation | str:
-    """Hold `estimate_cents` of today's budget for one AI call, or answer why not (a Refusal).
+    """Hold `estimate_cents` of today's budget for one AI call, or answer why not (a Refusal):
+    `budget_reserve_many` with one request."""
+    request = HoldRequest(estimate_cents, user_id, memory_id, input_tokens, output_tokens)
+    return budget_reserve_many(
+        requests=[request], operation=operation, provider=provider, model=model
+    )[0]
+
+
+def budget_reserve_many(
+    *,
+    requests: list[HoldRequest],
+    operation: str,
+    provider: str,
+    model: str,
+    batch_api: bool = False,
+    hold_seconds: int | None = None,
+    admit: Admit | None = None,
+) -> list[Reservation | str]:
+    """Hold today's budget for each request: one answer per request, its Reservation or the
+    Refusal that kept it out. Each held request gets its own reservation row.
 
     The check and the hold are ONE conditional UPDATE of the day's row, so concurrent callers in
-    any number of processes can never hold more than the limit between them. A refusal first
-    gives back reservations left behind by dead workers and tries once more. When the estimate
-    does not fit and no reservation is in flight that could free room, the budget is exhausted:
-    the breaker opens and the 100 % alert goes out, although spend is below the limit."""
-    estimate = cents(estimate_cents)
-    if estimate < 0:
+    any number of processes can never hold more than the limit between them. When the whole
+    batch does not fit, the longest prefix that fits is held and the rest refused (they wait
+    for room). A refusal first gives back reservations left behind by dead workers and tries
+    once more. When nothing fits and no reservation is in flight that could free room, the
+    budget is exhausted: the breaker opens and the 100 % alert goes out, although spend is below
+    the limit. `hold_seconds`: how long before the sweep takes a hold for lost (default
+    AI_RESERVATION_TIMEOUT_SECONDS)."""
+    estimates = [cents(r.estimate_cents) for r in requests]
+    if any(estimate < 0 for estimate in estimates):
         raise ValueError("estimate_cents must not be negative")
     if operation not in Operation.values:
         raise ValueError(f"operation must be one of {Operation.values}, not {operation!r}")
+    if not requests:
+        return []
+    lifetime = dt.timedelta(seconds=hold_seconds or settings.AI_RESERVATION_TIMEOUT_SECONDS)
     day = today()
+    count = len(requests)  # hold the first `count` requests
     row_seen = expired_checked = False
     while True:
         now = timezone.now()
+        total = sum(estimates[:count], ZERO)
         with transaction.atomic():
-            held = (
+            if (
                 DailyBudget.objects.filter(day=day)
                 .filter(~budget_open_condition())
                 .filter(
                     LessThanOrEqual(
-                        F("spent_cents") + F("reserved_cents") + cents_value(estimate),
+                        F("spent_cents") + F("reserved_cents") + cents_value(total),
                         budget_limit_expression(),
                     )
                 )
-                .update(reserved_cents=F("reserved_cents") + cents_value(estimate), updated_at=now)
-            )
-            if held:
-                reservation = BudgetReservation.objects.create(
-                    day=day,
-                    amount_cents=estimate,
-                    user_id=user_id,
-                    memory_id=memory_id,
-                    operation=operation,
-                    provider=provider,
-                    model=model,
-                    input_tokens=input_tokens,
-                    output_tokens=output_tokens,
-                    created_at=now,
-                    expires_at=now + dt.timedelta(seconds=settings.AI_RESERVATION_TIMEOUT_SECONDS),
+                .update(reserved_cents=F("reserved_cents") + cents_value(total), updated_at=now)
+            ):
+                answers: list[Reservation | str] = [None] * len(requests)
+                refused = admit(day, list(range(count))) if admit else {}
+                for index, reason in refused.items():
+                    answers[index] = reason
+                given_back = sum((estimates[i] for i in refused), ZERO)
+                if given_back:
+                    DailyBudget.objects.filter(day=day).update(
+                        reserved_cents=F("reserved_cents") - cents_value(given_back)
+                    )
+                kept = [i for i in range(count) if i not in refused]
+                rows = BudgetReservation.objects.bulk_create(
+                    [
+                        BudgetReservation(
+                            day=day,
+                            amount_cents=estimates[i],
+                            user_id=requests[i].user_id,
+                            memory_id=requests[i].memory_id,
+                            operation=operation,
+                            provider=provider,
+                            model=model,
+                            input_tokens=requests[i].input_tokens,
+                            output_tokens=requests[i].output_tokens,
+                            batch_api=batch_api,
+                            created_at=now,
+                            expires_at=now + lifetime,
+                        )
+                        for i in kept
+                    ]
                 )
-                return Reservation(id=reservation.pk, day=day, amount_cents=estimate)
+                for index, row in zip(kept, rows, strict=True):
+                    answers[index] = Reservation(id=row.pk, day=day, amount_cents=estimates[index])
+                break
         if not row_seen:
             # The day's row may be missing, or created by another process just after our
             # UPDATE looked: make sure it exists and ask again.
@@ -194,7 +256,32 @@ def budget_reserve(
             expired_checked = True
             if budget_reservations_expire(now=now):
                 continue
-        return _refusal(day=day, estimate=estimate)
+        fitting = _fitting(day, estimates[:count])
+        if isinstance(fitting, str):
+            return [fitting] * len(requests)
+        if fitting == 0:
+            return [_refusal(day=day, estimate=estimates[0])] * len(requests)
+        count = min(fitting, count - 1)
+    if count < len(requests):
+        reason = _refusal(day=day, estimate=estimates[count])
+        answers[count:] = [reason] * (len(requests) - count)
+    return answers
+
+
+def _fitting(day: dt.date, estimates: list[Decimal]) -> int | str:
+    """How many of `estimates`, in order, fit the room the day has now; the breaker's reason
+    when it is open."""
+    row = DailyBudget.objects.with_state().filter(day=day).first()
+    if row.is_open:
+        return budget_open_reason(paused=row.paused)
+    room = row.effective_limit_cents - row.spent_cents - row.reserved_cents
+    fitting = 0
+    for estimate in estimates:
+        room -= estimate
+        if room < 0:
+            break
+        fitting += 1
+    return fitting
 
 
 def _refusal(*, day: dt.date, estimate: Decimal) -> str:
@@ -227,101 +314,194 @@ def budget_settle(
     output_tokens: int = 0,
     cached_tokens: int = 0,
 ) -> Settlement:
-    """Record one finished AI call at its real cost, in one transaction: the ledger row, the
-    reservation moved from reserved to spent and the day's operation count.
+    """Record one finished AI call at its real cost: `budget_settle_many` of one."""
+    result = SettleRequest(reservation.id, model, input_tokens, output_tokens, cached_tokens)
+    return budget_settle_many(results=[result])[0]
+
+
+@dataclass(frozen=True)
+class SettleRequest:
+    reservation_id: int
+    model: str  # the model the provider answered
+    input_tokens: int
+    output_tokens: int = 0
+    cached_tokens: int = 0
+
+
+@dataclass
+class _DayChange:
+    spent: Decimal = ZERO
+    reserved: Decimal = ZERO
+    operations: int = 0
+    freed: bool = False
+
+
+def budget_settle_many(*, results: list[SettleRequest]) -> list[Settlement]:
+    """Record finished AI calls at their real cost, in one transaction: a ledger row each (at
+    the batch rates for a Batch API hold), the reservations moved from reserved to spent and
+    the days' operation counts; one Settlement per result.
 
     Idempotent per reservation: settling twice records once. A reservation that expired was
     charged at its estimate as an unreconciled ledger row: that row is replaced by the exact one
     (never a second row). One that was released is recorded honestly all the same."""
-    check_tokens(input_tokens, output_tokens, cached_tokens)
+    for result in results:
+        check_tokens(result.input_tokens, result.output_tokens, result.cached_tokens)
+    if not results:
+        return []
     now = timezone.now()
+    ids = [result.reservation_id for result in results]
     with transaction.atomic():
-        stored = BudgetReservation.objects.select_for_update().filter(pk=reservation.id).first()
-        existing = AICostRecord.objects.filter(reservation_id=reservation.id).first()
-        if stored is None or stored.state == BudgetReservation.State.SETTLED:
-            if existing is None:
-                raise ValueError(f"reservation {reservation.id} is unknown")
-            return Settlement(existing, ZERO)
-        quote = price_quote(provider=stored.provider, model=model, at=now)
-        cost = quote.cost(
-            input_tokens=input_tokens, output_tokens=output_tokens, cached_tokens=cached_tokens
-        )
-        state = stored.state
-        changes = {
-            "spent_cents": F("spent_cents") + cents_value(cost),
-            "operation_count": F("operation_count") + 1,
-            "updated_at": now,
+        stored = {
+            row.pk: row
+            for row in BudgetReservation.objects.select_for_update()
+            .filter(pk__in=ids)
+            .order_by("pk")
         }
-        counted = stored.amount_cents
-        if state == BudgetReservation.State.ACTIVE:
-            changes["reserved_cents"] = F("reserved_cents") - cents_value(stored.amount_cents)
-        elif state == BudgetReservation.State.EXPIRED and existing is not None:
-            # Replace the unreconciled charge: its estimate leaves spend, the real cost enters.
-            changes["spent_cents"] = F("spent_cents") + cents_value(cost - existing.cost_cents)
-            changes["operation_count"] = F("operation_count")
-            counted = existing.cost_cents
-            existing.delete()
-            logger.warning(
-                "reservation %s settled after it expired: its unreconciled row (%s¢) is "
-                "replaced by the real cost %s¢",
-                stored.pk,
-                counted,
-                cost,
+        existing = {
+            row.reservation_id: row for row in AICostRecord.objects.filter(reservation_id__in=ids)
+        }
+        settlements: list[Settlement | int] = []
+        records: list[AICostRecord] = []
+        replaced: list[AICostRecord] = []
+        days: dict[dt.date, _DayChange] = {}
+        for result in results:
+            row = stored.get(result.reservation_id)
+            if row is None or row.state == BudgetReservation.State.SETTLED:
+                if result.reservation_id not in existing:
+                    raise ValueError(f"reservation {result.reservation_id} is unknown")
+                settlements.append(result.reservation_id)  # settled before: its own row
+                continue
+            quote = price_quote(
+                provider=row.provider, model=result.model, at=now, batch=row.batch_api
             )
-        else:
-            counted = ZERO
-            logger.warning(
-                "reservation %s was settled after it had been released; recording its real "
-                "cost %s¢ anyway",
-                stored.pk,
-                cost,
+            cost = quote.cost(
+                input_tokens=result.input_tokens,
+                output_tokens=result.output_tokens,
+                cached_tokens=result.cached_tokens,
             )
-        stored.state = BudgetReservation.State.SETTLED
-        stored.finished_at = now
-        stored.save(update_fields=["state", "finished_at"])
-        record = AICostRecord.objects.create(
-            user_id=stored.user_id,
-            memory_id=stored.memory_id,
-            operation=stored.operation,
-            provider=stored.provider,
-            model=model,
-            input_tokens=input_tokens,
-            cached_tokens=cached_tokens,
-            output_tokens=output_tokens,
-            cost_cents=cost,
-            price_fallback=quote.fallback,
-            reservation_id=stored.pk,
-            day=stored.day,
-            created_at=now,
+            change = days.setdefault(row.day, _DayChange())
+            earlier = existing.get(row.pk)
+            if row.state == BudgetReservation.State.ACTIVE:
+                counted = row.amount_cents
+                change.reserved += row.amount_cents
+                change.spent += cost
+                change.operations += 1
+                change.freed = True
+            elif row.state == BudgetReservation.State.EXPIRED and earlier is not None:
+                # Replace the unreconciled charge: its estimate leaves spend, the real cost enters.
+                counted = earlier.cost_cents
+                change.spent += cost - earlier.cost_cents
+                replaced.append(earlier)
+                logger.warning(
+                    "reservation %s settled after it expired: its unreconciled row (%s¢) is "
+                    "replaced by the real cost %s¢",
+                    row.pk,
+                    counted,
+                    cost,
+                )
+            else:
+                counted = ZERO
+                change.spent += cost
+                change.operations += 1
+                logger.warning(
+                    "reservation %s was settled after it had been released; recording its real "
+                    "cost %s¢ anyway",
+                    row.pk,
+                    cost,
+                )
+            row.state = BudgetReservation.State.SETTLED
+            record = AICostRecord(
+                user_id=row.user_id,
+                memory_id=row.memory_id,
+                operation=row.operation,
+                provider=row.provider,
+                model=result.model,
+                input_tokens=result.input_tokens,
+                cached_tokens=result.cached_tokens,
+                output_tokens=result.output_tokens,
+                cost_cents=cost,
+                price_fallback=quote.fallback,
+                batch_api=row.batch_api,
+                reservation_id=row.pk,
+                day=row.day,
+                created_at=now,
+            )
+            records.append(record)
+            settlements.append(Settlement(record, cost - counted))
+        BudgetReservation.objects.filter(pk__in=[r.reservation_id for r in records]).update(
+            state=BudgetReservation.State.SETTLED, finished_at=now
         )
-        if stored.day == today():
-            changes["limit_cents"] = budget_limit_expression()
-        DailyBudget.objects.filter(day=stored.day).update(**changes)
-        _day_refresh(stored.day)
-        if state == BudgetReservation.State.ACTIVE:
-            _room_freed(stored.day)
-    return Settlement(record, cost - counted)
+        for earlier in replaced:
+            earlier.delete()
+        AICostRecord.objects.bulk_create(records)
+        ledger_rows_counted(records)
+        for day, change in days.items():
+            changes = {
+                "spent_cents": F("spent_cents") + cents_value(change.spent),
+                "reserved_cents": F("reserved_cents") - cents_value(change.reserved),
+                "operation_count": F("operation_count") + change.operations,
+                "updated_at": now,
+            }
+            if day == today():
+                changes["limit_cents"] = budget_limit_expression()
+            DailyBudget.objects.filter(day=day).update(**changes)
+            _day_refresh(day)
+            if change.freed:
+                _room_freed(day)
+        if any(isinstance(s, int) for s in settlements):
+            known = {
+                row.reservation_id: row
+                for row in AICostRecord.objects.filter(
+                    reservation_id__in=[s for s in settlements if isinstance(s, int)]
+                )
+            }
+            settlements = [
+                Settlement(known[s], ZERO) if isinstance(s, int) else s for s in settlements
+            ]
+    return settlements
+
+
+@dataclass(frozen=True)
+class Released:
+    reservation_id: int
+    user_id: int | None
+    day: dt.date
+    amount_cents: Decimal
 
 
 def budget_release(*, reservation: Reservation) -> Decimal:
     """Give a reservation back (the call failed before any tokens were billed). Idempotent;
     returns the amount given back (zero if it was no longer held)."""
+    released = budget_release_many(reservation_ids=[reservation.id])
+    return released[0].amount_cents if released else ZERO
+
+
+def budget_release_many(*, reservation_ids: list[int]) -> list[Released]:
+    """Give reservations back (their calls failed before any tokens were billed), in one
+    transaction. Idempotent: returns the ones that were still held."""
+    if not reservation_ids:
+        return []
     now = timezone.now()
     with transaction.atomic():
-        row = BudgetReservation.objects.filter(pk=reservation.id).values("day", "amount_cents")
-        row = row.first()
-        if row is None:
-            return ZERO
-        if not BudgetReservation.objects.filter(
-            pk=reservation.id, state=BudgetReservation.State.ACTIVE
-        ).update(state=BudgetReservation.State.RELEASED, finished_at=now):
-            return ZERO
-        DailyBudget.objects.filter(day=row["day"]).update(
-            reserved_cents=F("reserved_cents") - cents_value(row["amount_cents"]),
-            updated_at=now,
+        released = [
+            Released(pk, user_id, day, amount)
+            for pk, user_id, day, amount in BudgetReservation.objects.select_for_update()
+            .filter(pk__in=reservation_ids, state=BudgetReservation.State.ACTIVE)
+            .order_by("pk")
+            .values_list("pk", "user_id", "day", "amount_cents")
+        ]
+        if not released:
+            return []
+        BudgetReservation.objects.filter(pk__in=[r.reservation_id for r in released]).update(
+            state=BudgetReservation.State.RELEASED, finished_at=now
         )
-        _room_freed(row["day"])
-    return row["amount_cents"]
+        for day in {r.day for r in released}:
+            amount = sum((r.amount_cents for r in released if r.day == day), ZERO)
+            DailyBudget.objects.filter(day=day).update(
+                reserved_cents=F("reserved_cents") - cents_value(amount), updated_at=now
+            )
+            _room_freed(day)
+    return released
 
 
 def budget_reservations_expire(*, now: dt.datetime | None = None) -> int:
@@ -352,6 +532,7 @@ def budget_reservations_expire(*, now: dt.datetime | None = None) -> int:
                 input_tokens=stored.input_tokens,
                 output_tokens=stored.output_tokens,
                 cost_cents=stored.amount_cents,
+                batch_api=stored.batch_api,
                 reconciled=False,
                 reservation_id=pk,
                 day=stored.day,

@@ -1,7 +1,10 @@
 """The one door into costs: every AI call — enrichment, search queries, re-embedding — is made
-inside `meter()`, which asks the provider breaker, reserves the estimate in the day's budget and
-in the user's usage, and afterwards settles the real cost, or releases the hold, and tells the
-breaker how the provider did. Callers never orchestrate budget, usage or breaker steps.
+inside `meter()` (one call) or `meter_batch()` (a batch: one request for many memories, or many
+concurrent calls), which ask the provider breaker, reserve the estimates in the day's budget and
+in the users' usage, and afterwards settle the real costs, or release the holds, and tell the
+breaker how the provider did. Calls made later or elsewhere (the Batch API) hold with
+`batch_hold` and end with `batch_settle` / `batch_release`. Callers never orchestrate budget,
+usage or breaker steps.
 
     with meter(operation="embedding", provider="openai", model=m, user_id=u.pk,
                input_tokens=n) as call:
@@ -23,9 +26,9 @@ import logging
 import math
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Hashable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Protocol
 
@@ -116,20 +119,279 @@ def output_estimates_forget() -> None:
 # --- the door -----------------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class Item:
+    """One memory's share of a (batched) AI call."""
+
+    key: Hashable  # the caller's name for it: a job id, a memory id, a custom_id
+    user_id: int | None
+    memory_id: object = None
+    input_tokens: int = 0  # the caller's estimate from the text
+    max_output_tokens: int = 0  # the call's max_completion_tokens
+    counts_enrichment: bool = False  # starts an enrichment run of the user
+
+
+@dataclass
+class Hold:
+    """What the budget, the breaker and the users' limits said to a batch."""
+
+    reservations: dict[Hashable, Reservation] = field(default_factory=dict)
+    refused: dict[Hashable, Refused] = field(default_factory=dict)
+
+
+def _hold(
+    *,
+    operation: str,
+    provider: str,
+    model: str,
+    items: list[Item],
+    batch_api: bool = False,
+    hold_seconds: int | None = None,
+) -> Hold:
+    quote = price_quote(provider=provider, model=model, batch=batch_api)
+    requests = []
+    for item in items:
+        output = output_tokens_estimate(provider=provider, model=model, cap=item.max_output_tokens)
+        requests.append(
+            budget.HoldRequest(
+                estimate_cents=quote.cost(input_tokens=item.input_tokens, output_tokens=output),
+                user_id=item.user_id,
+                memory_id=item.memory_id,
+                input_tokens=item.input_tokens,
+                output_tokens=output,
+            )
+        )
+    users_refused: dict[int, str] = {}
+    days: list[dt.date] = []
+
+    def admit(day: dt.date, held: list[int]) -> dict[int, str]:
+        # Inside the budget's holding transaction: budget then usage, the lock order of every
+        # writer. The users' refusals are given back to the budget before it commits.
+        days.append(day)
+        refused = user_usage.usage_reserve_many(
+            day=day,
+            calls=[
+                (items[i].user_id, requests[i].estimate_cents, items[i].counts_enrichment)
+                for i in held
+            ],
+        )
+        users_refused.update({held[position]: reason for position, reason in refused.items()})
+        return {held[position]: reason for position, reason in refused.items()}
+
+    answers = budget.budget_reserve_many(
+        requests=requests,
+        operation=operation,
+        provider=provider,
+        model=model,
+        batch_api=batch_api,
+        hold_seconds=hold_seconds,
+        admit=admit,
+    )
+    for announce in {(items[i].user_id, reason) for i, reason in users_refused.items()}:
+        user_usage.usage_refusal_announce(user_id=announce[0], day=days[0], refusal=announce[1])
+    hold = Hold()
+    until: dict[str, dt.datetime] = {}
+    for item, answer in zip(items, answers, strict=True):
+        if isinstance(answer, Reservation):
+            hold.reservations[item.key] = answer
+        else:
+            if answer not in until:
+                until[answer] = refusal_until(answer)
+            hold.refused[item.key] = Refused(answer, until[answer])
+    return hold
+
+
+def batch_hold(
+    *,
+    operation: str,
+    provider: str,
+    model: str,
+    items: list[Item],
+    batch_api: bool = False,
+    hold_seconds: int | None = None,
+) -> Hold:
+    """Hold budget for calls made later or elsewhere (the Batch API): the provider breaker, the
+    day's budget (the items that fit) and each user's limits say which items may go. Each
+    admitted item has its own reservation, settled with `batch_settle` or given back with
+    `batch_release`; `hold_seconds` is how long before the sweep takes it for lost and charges
+    its estimate unreconciled (a late settle replaces that charge)."""
+    if not breaker.provider_breaker_allow():
+        until = refusal_until(Refusal.PROVIDER_BREAKER)
+        return Hold(refused={item.key: Refused(Refusal.PROVIDER_BREAKER, until) for item in items})
+    try:
+        return _hold(
+            operation=operation, provider=provider, model=model, items=items,
+            batch_api=batch_api, hold_seconds=hold_seconds,
+        )  # fmt: skip
+    finally:
+        breaker.provider_breaker_release_probe()  # the submission itself is not judged
+
+
+def batch_settle(*, results: list[tuple[int, str, TokenUsage]]) -> list[AICostRecord]:
+    """Record held calls that the provider answered: (reservation id, model answered, usage)
+    each, one ledger row per reservation, in one transaction with the users' cost. Idempotent
+    per reservation."""
+    requests = [
+        budget.SettleRequest(
+            reservation_id, model, usage.input_tokens, usage.output_tokens, usage.cached_tokens
+        )
+        for reservation_id, model, usage in results
+    ]
+    with transaction.atomic():
+        settlements = budget.budget_settle_many(results=requests)
+        _usage_changes((s.record.user_id, s.record.day, s.cost_change_cents) for s in settlements)
+    return [settlement.record for settlement in settlements]
+
+
+def batch_release(*, reservation_ids: list[int]) -> Decimal:
+    """Give held calls back (they failed with nothing billed), with the users' counted cost.
+    Idempotent; returns the amount given back."""
+    with transaction.atomic():
+        released = budget.budget_release_many(reservation_ids=reservation_ids)
+        _usage_changes((r.user_id, r.day, -r.amount_cents) for r in released)
+    return sum((r.amount_cents for r in released), Decimal(0))
+
+
+def _usage_changes(changes) -> None:
+    """Correct the users' counted cost by day: real cost minus what was counted."""
+    by_day: dict[dt.date, dict[int, Decimal]] = {}
+    for user_id, day, change in changes:
+        if user_id is not None and change:
+            users = by_day.setdefault(day, {})
+            users[user_id] = users.get(user_id, Decimal(0)) + change
+    for day, users in by_day.items():
+        user_usage.usage_cost_changes(day=day, changes=users)
+
+
+class MeteredBatch:
+    """Handed to the caller inside `meter_batch()`: the items admitted, the items refused, and
+    a report per admitted item of how its call went (settle or fail), once. Reports may come
+    from several threads; they are written together when the batch closes (or on `flush`)."""
+
+    def __init__(self, hold: Hold, items: list[Item], model: str):
+        self.hold = hold
+        self.model = model
+        self.admitted = [item for item in items if item.key in hold.reservations]
+        self.refused = hold.refused
+        self.records: dict[Hashable, AICostRecord] = {}
+        self.settled = self.outage = self.failed = False
+        self._pending: dict[Hashable, tuple[str, TokenUsage]] = {}
+        self._done: set[Hashable] = set()
+        self._lock = threading.Lock()
+
+    def settle(self, key: Hashable, *, model: str, usage: TokenUsage) -> None:
+        """The provider answered for item `key` and billed `usage`."""
+        with self._lock:
+            self._report(key)
+            self._pending[key] = (model, usage)
+            self.settled = True
+
+    def fail(self, key: Hashable, *, usage: TokenUsage | None = None, outage: bool = True) -> None:
+        """Item `key`'s call failed. `usage`: tokens billed all the same (a malformed answer);
+        `outage`: the failure counts toward opening the provider breaker (5xx, timeout,
+        connection), which a rate limit or a refused input does not."""
+        with self._lock:
+            self._report(key)
+            if usage is not None:
+                self._pending[key] = (self.model, usage)
+            self.outage = self.outage or outage
+            self.failed = True
+
+    def _report(self, key: Hashable) -> None:
+        if key not in self.hold.reservations:
+            raise KeyError(f"{key!r} was not admitted")
+        if key in self._done:
+            raise ValueError(f"{key!r} was reported already")
+        self._done.add(key)
+
+    def flush(self) -> dict[Hashable, AICostRecord]:
+        """Write the settles reported so far; returns their ledger rows by key."""
+        with self._lock:
+            pending, self._pending = self._pending, {}
+        if pending:
+            keys = list(pending)
+            results = [
+                (self.hold.reservations[key].id, pending[key][0], pending[key][1]) for key in keys
+            ]
+            self.records.update(zip(keys, batch_settle(results=results), strict=True))
+        return self.records
+
+    def close(self) -> None:
+        """Write the settles and give back every admitted item not settled."""
+        self.flush()
+        unsettled = [
+            reservation.id
+            for key, reservation in self.hold.reservations.items()
+            if key not in self.records
+        ]
+        batch_release(reservation_ids=unsettled)
+
+
+@contextmanager
+def meter_batch(
+    *, operation: str, provider: str, model: str, items: list[Item]
+) -> Iterator[MeteredBatch]:
+    """Make one batched AI call (or several concurrent ones) inside the budget: one hold for
+    the batch, one reservation per item, one settle. Items refused (the breaker, the budget,
+    the user's limits) are in `batch.refused` with their Refused and must not be sent.
+
+    On leaving: the reports are written, every admitted item not settled is given back, and the
+    breaker hears once for the batch: an outage if any call failed as one, else a success if
+    any was settled, else nothing."""
+    if not breaker.provider_breaker_allow():
+        until = refusal_until(Refusal.PROVIDER_BREAKER)
+        hold = Hold(refused={item.key: Refused(Refusal.PROVIDER_BREAKER, until) for item in items})
+        yield MeteredBatch(hold, items, model)
+        return
+    try:
+        hold = _hold(operation=operation, provider=provider, model=model, items=items)
+    except BaseException:
+        breaker.provider_breaker_release_probe()
+        raise
+    batch = MeteredBatch(hold, items, model)
+    started = time.monotonic()
+    try:
+        yield batch
+    finally:
+        try:
+            batch.close()
+        finally:
+            outcome = (
+                "outage" if batch.outage
+                else "settled" if batch.settled
+                else "no_judgement" if batch.failed
+                else "released"
+            )  # fmt: skip
+            if hold.reservations:
+                AI_CALL_DURATION.labels(operation, provider, outcome).observe(
+                    time.monotonic() - started
+                )
+            if batch.outage:
+                breaker.provider_breaker_record_failure()
+            elif batch.settled:
+                breaker.provider_breaker_record_success()
+            else:
+                breaker.provider_breaker_release_probe()
+
+
 @dataclass
 class MeteredCall:
-    """Handed to the caller inside `meter()`: report how the call went, once."""
+    """Handed to the caller inside `meter()`: report how the one call went, once."""
 
-    reservation: Reservation
+    batch: MeteredBatch
     model: str
-    user_id: int | None
     estimate_cents: Decimal
     record: AICostRecord | None = None
     outcome: str = ""  # "settled" | "outage" | "no_judgement"
 
+    @property
+    def reservation(self) -> Reservation:
+        return self.batch.hold.reservations[0]
+
     def settle(self, *, model: str, usage: TokenUsage) -> AICostRecord:
         """The provider answered and billed `usage`: record its exact cost."""
-        self.record = _settle(self, model=model, usage=usage)
+        self.batch.settle(0, model=model, usage=usage)
+        self.record = self.batch.flush()[0]
         self.outcome = "settled"
         return self.record
 
@@ -137,82 +399,9 @@ class MeteredCall:
         """The call failed. `usage`: tokens billed all the same (a malformed answer); `outage`:
         the failure counts toward opening the provider breaker (5xx, timeout, connection), which
         a rate limit does not."""
-        if usage is not None:
-            self.record = _settle(self, model=self.model, usage=usage)
-        else:
-            _release(self)
+        self.batch.fail(0, usage=usage, outage=outage)
+        self.record = self.batch.flush().get(0)
         self.outcome = "outage" if outage else "no_judgement"
-
-
-def _settle(call: MeteredCall, *, model: str, usage: TokenUsage) -> AICostRecord:
-    with transaction.atomic():
-        settlement = budget.budget_settle(
-            reservation=call.reservation,
-            model=model,
-            input_tokens=usage.input_tokens,
-            output_tokens=usage.output_tokens,
-            cached_tokens=usage.cached_tokens,
-        )
-        if call.user_id is not None:
-            user_usage.usage_cost_change(
-                user_id=call.user_id,
-                day=call.reservation.day,
-                cost_change_cents=settlement.cost_change_cents,
-            )
-    return settlement.record
-
-
-def _release(call: MeteredCall) -> None:
-    with transaction.atomic():
-        given_back = budget.budget_release(reservation=call.reservation)
-        if call.user_id is not None and given_back:
-            user_usage.usage_cost_change(
-                user_id=call.user_id, day=call.reservation.day, cost_change_cents=-given_back
-            )
-
-
-def _reserve(
-    *,
-    operation: str,
-    provider: str,
-    model: str,
-    user_id: int | None,
-    memory_id,
-    input_tokens: int,
-    output_tokens: int,
-    counts_enrichment: bool,
-) -> MeteredCall:
-    estimate = price_quote(provider=provider, model=model).cost(
-        input_tokens=input_tokens, output_tokens=output_tokens
-    )
-    # Budget then usage, in one transaction (the lock order of every writer). A refusal by the
-    # budget commits what it declared (exhaustion, room wanted); a refusal by the user's limits
-    # rolls the budget hold back and is announced after.
-    refusal = None
-    with transaction.atomic():
-        held = budget.budget_reserve(
-            estimate_cents=estimate,
-            user_id=user_id,
-            memory_id=memory_id,
-            operation=operation,
-            provider=provider,
-            model=model,
-            input_tokens=input_tokens,
-            output_tokens=output_tokens,
-        )
-        if isinstance(held, str):
-            refusal = held
-        elif user_id is not None:
-            refusal = user_usage.usage_reserve(
-                user_id=user_id, day=held.day, cost_cents=estimate, enrichment=counts_enrichment
-            )
-            if refusal is not None:
-                transaction.set_rollback(True)
-    if refusal is not None:
-        if not isinstance(held, str):
-            user_usage.usage_refusal_announce(user_id=user_id, day=held.day, refusal=refusal)
-        raise Refused(refusal, refusal_until(refusal))
-    return MeteredCall(reservation=held, model=model, user_id=user_id, estimate_cents=estimate)
 
 
 @contextmanager
@@ -227,44 +416,20 @@ def meter(
     max_output_tokens: int = 0,
     counts_enrichment: bool = False,
 ) -> Iterator[MeteredCall]:
-    """Make one AI call inside the budget. Raises Refused (nothing reserved, nothing counted)
-    when the provider breaker, the day's budget or the user's limits say no. `input_tokens` is
-    the caller's estimate from the text; output is reserved at `output_tokens_estimate`.
-    `counts_enrichment`: this call starts an enrichment run, counted against the user's daily
-    enrichment limit when reserved (also if the run is later superseded or lost).
+    """Make one AI call inside the budget: `meter_batch` of one item. Raises Refused (nothing
+    reserved, nothing counted) when the provider breaker, the day's budget or the user's limits
+    say no. `input_tokens` is the caller's estimate from the text; output is reserved at
+    `output_tokens_estimate`. `counts_enrichment`: this call starts an enrichment run, counted
+    against the user's daily enrichment limit when reserved (also if the run is later
+    superseded or lost).
 
     On leaving: a call neither settled nor failed is released; the breaker hears a success, an
     outage, or nothing (a refusal, a rate limit, an error of ours frees a half-open probe)."""
-    if not breaker.provider_breaker_allow():
-        raise Refused(Refusal.PROVIDER_BREAKER, refusal_until(Refusal.PROVIDER_BREAKER))
-    try:
-        call = _reserve(
-            operation=operation,
-            provider=provider,
-            model=model,
-            user_id=user_id,
-            memory_id=memory_id,
-            input_tokens=input_tokens,
-            output_tokens=output_tokens_estimate(
-                provider=provider, model=model, cap=max_output_tokens
-            ),
-            counts_enrichment=counts_enrichment,
-        )
-    except BaseException:
-        breaker.provider_breaker_release_probe()
-        raise
-    started = time.monotonic()
-    try:
-        yield call
-    finally:
-        if not call.outcome:
-            _release(call)
-        AI_CALL_DURATION.labels(operation, provider, call.outcome or "released").observe(
-            time.monotonic() - started
-        )
-        if call.outcome == "settled":
-            breaker.provider_breaker_record_success()
-        elif call.outcome == "outage":
-            breaker.provider_breaker_record_failure()
-        else:
-            breaker.provider_breaker_release_probe()
+    item = Item(
+        key=0, user_id=user_id, memory_id=memory_id, input_tokens=input_tokens,
+        max_output_tokens=max_output_tokens, counts_enrichment=counts_enrichment,
+    )  # fmt: skip
+    with meter_batch(operation=operation, provider=provider, model=model, items=[item]) as batch:
+        if 0 in batch.refused:
+            raise batch.refused[0]
+        yield MeteredCall(batch, model, batch.hold.reservations[0].amount_cents)

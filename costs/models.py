@@ -88,6 +88,8 @@ class AICostRecord(models.Model):
     # settle (the worker died mid-call and the provider may have billed it). A late settle
     # replaces the row with the exact figures.
     reconciled = models.BooleanField(default=True)
+    # Made through the provider's Batch API, priced at its batch rates.
+    batch_api = models.BooleanField(default=False, db_default=False)
     # The reservation this call settled; unique, so settling twice records once.
     reservation_id = models.BigIntegerField(null=True, blank=True, unique=True)
     day = models.DateField(help_text="The budget day (AI_BUDGET_TIMEZONE) the cost counts in.")
@@ -236,6 +238,8 @@ class BudgetReservation(models.Model):
     model = models.CharField(max_length=100, blank=True, default="")
     input_tokens = models.PositiveIntegerField(default=0, help_text="Estimated.")
     output_tokens = models.PositiveIntegerField(default=0, help_text="Estimated.")
+    # Held for a Batch API request: estimated and settled at the batch rates.
+    batch_api = models.BooleanField(default=False, db_default=False)
     created_at = models.DateTimeField(default=timezone.now)
     expires_at = models.DateTimeField()
     finished_at = models.DateTimeField(null=True, blank=True)

@@ -52,12 +52,18 @@ def price_entries(path: Path = PRICES_FILE) -> list[dict]:
 def prices_load(*, model_class=None, path: Path = PRICES_FILE) -> tuple[int, int]:
     """Insert the file's prices that are missing; existing rows (same provider, model and
     effective_from) are left as staff may have edited them. Returns (created, existing)."""
-    if model_class is None:
-        from .models import ModelPrice as model_class
+    from .models import ModelPrice
+
+    model_class = model_class or ModelPrice
     created = existing = 0
     for entry in price_entries(path):
         keys = {k: entry.pop(k) for k in ("provider", "model", "effective_from")}
         _, made = model_class.objects.get_or_create(**keys, defaults=entry)
         created += made
         existing += not made
+    if model_class is ModelPrice:
+        return created, existing
+    from .pricing import prices_changed
+
+    prices_changed()  # a historical model (a migration) sends no signals
     return created, existing

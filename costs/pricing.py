@@ -1,14 +1,28 @@
-"""Pricing: which price applies to an AI call, and what its tokens cost in exact Decimal cents."""
+"""Pricing: which price applies to an AI call, and what its tokens cost in exact Decimal cents.
+
+The price table is small and changes rarely, so each process keeps it in memory: a staff change
+(a saved or deleted ModelPrice, `manage.py prices_load`) clears this process's copy at once and
+bumps a version token in the shared cache on commit, which every other process checks at most
+every PRICE_TABLE_CHECK_SECONDS; a copy older than PRICE_TABLE_MAX_AGE_SECONDS is reloaded
+whatever the token says (a cache outage delays a change, never loses it)."""
 
 from __future__ import annotations
 
 import datetime as dt
 import logging
 import re
+import threading
+import time
+import uuid
+from collections import defaultdict
 from dataclasses import dataclass
 from decimal import Decimal
 
 from django.conf import settings
+from django.core.cache import cache
+from django.db import transaction
+from django.db.models.signals import post_delete, post_save
+from django.dispatch import receiver
 from django.utils import timezone
 
 from .models import ModelPrice
@@ -54,6 +68,66 @@ def check_tokens(input_tokens: int, output_tokens: int, cached_tokens: int) -> N
         raise ValueError("cached_tokens are part of input_tokens and cannot exceed them")
 
 
+# --- the in-process price table -----------------------------------------------------------------
+
+PRICE_TABLE_CHECK_SECONDS = 5.0
+PRICE_TABLE_MAX_AGE_SECONDS = 60.0
+_VERSION_KEY = "costs:price-table-version"
+
+
+class _PriceTable:
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.rows: dict[str, list[ModelPrice]] | None = None
+        self.version = None
+        self.loaded_at = self.checked_at = 0.0
+
+    def forget(self) -> None:
+        with self.lock:
+            self.rows = None
+
+    def rows_for(self, provider: str) -> list[ModelPrice]:
+        """The provider's prices, newest first."""
+        now = time.monotonic()
+        with self.lock:
+            rows = self.rows
+            fresh = rows is not None and now - self.loaded_at < PRICE_TABLE_MAX_AGE_SECONDS
+            if fresh and now - self.checked_at < PRICE_TABLE_CHECK_SECONDS:
+                return rows.get(provider, [])
+            known = self.version
+        version = cache.get(_VERSION_KEY)
+        if not fresh or version != known:
+            loaded = defaultdict(list)
+            for price in ModelPrice.objects.order_by("-effective_from", "-id"):
+                loaded[price.provider].append(price)
+            with self.lock:
+                self.rows, self.version, self.loaded_at = dict(loaded), version, now
+        with self.lock:
+            self.checked_at = now
+            return self.rows.get(provider, [])
+
+
+_table = _PriceTable()
+
+
+def prices_forget() -> None:
+    """Drop this process's copy of the price table (tests; prices_changed does it too)."""
+    _table.forget()
+
+
+def prices_changed() -> None:
+    """The price table changed: this process reloads it at once, and every other process
+    within PRICE_TABLE_CHECK_SECONDS of the commit."""
+    _table.forget()
+    transaction.on_commit(lambda: cache.set(_VERSION_KEY, uuid.uuid4().hex, timeout=None))
+
+
+@receiver(post_save, sender=ModelPrice, dispatch_uid="costs.prices_changed_save")
+@receiver(post_delete, sender=ModelPrice, dispatch_uid="costs.prices_changed_delete")
+def _price_saved(sender, raw: bool = False, **kwargs) -> None:
+    prices_changed()
+
+
 def _fallback_quote() -> PriceQuote:
     usd = Decimal(100)
     return PriceQuote(
@@ -75,10 +149,9 @@ def price_quote(*, provider: str, model: str, at: dt.datetime | None = None, bat
         names.append(undated)
     names.append("*")
     candidates = {}
-    for price in ModelPrice.objects.filter(
-        provider=provider, model__in=names, effective_from__lte=at
-    ).order_by("-effective_from"):
-        candidates.setdefault(price.model, price)
+    for price in _table.rows_for(provider):  # newest first
+        if price.model in names and price.effective_from <= at:
+            candidates.setdefault(price.model, price)
     price = next((candidates[name] for name in names if name in candidates), None)
     if price is None:
         logger.warning(

@@ -11,7 +11,7 @@ import logging
 from decimal import Decimal
 
 from django.conf import settings
-from django.db import transaction
+from django.db import connection, transaction
 from django.db.models import F, Q
 from django.db.models.lookups import GreaterThanOrEqual
 
@@ -95,13 +95,18 @@ def _notify_reached(user_id: int, day: dt.date, *, enrichments: int, cost: Decim
 
 
 def usage_reserve(
-    *, user_id: int, day: dt.date, cost_cents: Decimal, enrichment: bool
+    *,
+    user_id: int,
+    day: dt.date,
+    cost_cents: Decimal,
+    enrichment: bool,
+    limits: tuple[int, int, Decimal] | None = None,
 ) -> str | None:
     """Count a call about to be made for `user_id`: its estimated cost and, when it starts an
     enrichment run, the run. None if counted; else the Refusal (the user's daily enrichment or
     cost limit was already reached), nothing counted: announce it with usage_refusal_announce
-    once the caller's transaction is over."""
-    _, enrichment_limit, cost_limit = user_limits(user_id)
+    once the caller's transaction is over. `limits`: the user's, when the caller has them."""
+    _, enrichment_limit, cost_limit = limits or user_limits(user_id)
     condition = Q()
     if enrichment and enrichment_limit:
         condition &= Q(enrichments__lt=enrichment_limit)
@@ -117,6 +122,83 @@ def usage_reserve(
     if enrichment and enrichment_limit and row.enrichments >= enrichment_limit:
         return Refusal.USER_ENRICHMENT_LIMIT
     return Refusal.USER_COST_LIMIT
+
+
+def _limits_of(user_ids) -> dict[int, tuple[int, int, Decimal]]:
+    """user_limits for many users, in one query."""
+    from accounts.models import User
+
+    users = User.objects.filter(pk__in=set(user_ids)).only(
+        "daily_memory_limit", "daily_enrichment_limit", "daily_cost_limit_cents"
+    )
+    return {user.pk: user_limits(user) for user in users}
+
+
+def _usage_add_many(day: dt.date, changes: dict[int, tuple[int, Decimal]]) -> None:
+    """Add (enrichments, cost cents) to each user's row for `day`, creating missing rows: one
+    INSERT ... ON CONFLICT DO UPDATE, rows in user order (the lock order of every writer)."""
+    if not changes:
+        return
+    values = []
+    params: list = []
+    for user_id in sorted(changes):
+        enrichments, cost = changes[user_id]
+        values.append("(%s, %s, 0, %s, %s, false, false, false)")
+        params += [
+            user_id,
+            day,
+            enrichments,
+            UserUsage._meta.get_field("cost_cents").get_prep_value(cost),
+        ]
+    table = UserUsage._meta.db_table
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"INSERT INTO {table} (user_id, day, memories_created, enrichments, cost_microcents, "  # noqa: S608 - our own table name
+            "memory_limit_notified, enrichment_limit_notified, cost_limit_notified) "
+            f"VALUES {', '.join(values)} ON CONFLICT (user_id, day) DO UPDATE SET "
+            f"enrichments = {table}.enrichments + EXCLUDED.enrichments, "
+            f"cost_microcents = {table}.cost_microcents + EXCLUDED.cost_microcents",
+            params,
+        )
+
+
+def usage_reserve_many(
+    *, day: dt.date, calls: list[tuple[int | None, Decimal, bool]]
+) -> dict[int, str]:
+    """`usage_reserve` for a batch of calls, each (user id, estimated cost, starts an
+    enrichment run): the refused ones by position, with their Refusal. Users without a limit
+    that applies are counted together in one statement; the others one call at a time, each a
+    conditional UPDATE as in usage_reserve."""
+    limits = _limits_of(user_id for user_id, _, _ in calls if user_id is not None)
+    free: dict[int, tuple[int, Decimal]] = {}
+    refused: dict[int, str] = {}
+    for position, (user_id, cost, enrichment) in enumerate(calls):
+        if user_id is None or user_id not in limits:
+            continue
+        _, enrichment_limit, cost_limit = limits[user_id]
+        if (enrichment and enrichment_limit) or cost_limit > 0:
+            refusal = usage_reserve(
+                user_id=user_id, day=day, cost_cents=cost, enrichment=enrichment,
+                limits=limits[user_id],
+            )  # fmt: skip
+            if refusal is not None:
+                refused[position] = refusal
+        else:
+            runs, total = free.get(user_id, (0, ZERO))
+            free[user_id] = (runs + int(enrichment), total + cost)
+    _usage_add_many(day, free)
+    return refused
+
+
+def usage_cost_changes(*, day: dt.date, changes: dict[int, Decimal]) -> None:
+    """`usage_cost_change` for many users at once (a batch settled or given back)."""
+    changes = {user_id: change for user_id, change in changes.items() if change != ZERO}
+    _usage_add_many(day, {user_id: (0, change) for user_id, change in changes.items()})
+    grown = [user_id for user_id, change in changes.items() if change > 0]
+    if grown:
+        for user_id, (_, _, cost_limit) in _limits_of(grown).items():
+            if cost_limit > 0:
+                _notify_reached(user_id, day, enrichments=0, cost=cost_limit)
 
 
 def usage_refusal_announce(*, user_id: int, day: dt.date, refusal: str) -> None:

@@ -221,3 +221,30 @@ def test_an_emptied_price_table_is_seeded_again_after_a_flush():
     call_command("flush", interactive=False, verbosity=0)
     assert ModelPrice.objects.filter(provider="openai", model="gpt-4o-mini").exists()
     assert not price_quote(provider="openai", model="gpt-4o-mini").fallback
+
+
+def test_prices_are_read_once_per_process_and_a_staff_change_applies_at_once(
+    django_assert_num_queries,
+):
+    quote = price_quote(provider="openai", model="gpt-4o-mini")
+    with django_assert_num_queries(0):  # the table is in memory now
+        assert price_quote(provider="openai", model="gpt-4o-mini-2024-07-18") == quote
+    price = ModelPrice.objects.get(pk=quote.price_id)
+    price.input_cents_per_1m = D("99")
+    price.save()  # as the admin saves it
+    assert price_quote(provider="openai", model="gpt-4o-mini").input_cents_per_1m == D("99")
+
+
+def test_a_change_made_elsewhere_is_seen_once_the_shared_version_moves(monkeypatch):
+    from costs import pricing
+
+    monkeypatch.setattr(pricing, "PRICE_TABLE_CHECK_SECONDS", 0.0)
+    quote = price_quote(provider="openai", model="gpt-4o-mini")
+    # Another process changed the row: this one's copy still holds the old price...
+    ModelPrice.objects.filter(pk=quote.price_id).update(input_cents_per_1m=D("77"))
+    assert price_quote(provider="openai", model="gpt-4o-mini") == quote
+    # ...until the version token in the shared cache moves (that process's commit did it).
+    from django.core.cache import cache
+
+    cache.set(pricing._VERSION_KEY, "another-version", timeout=None)
+    assert price_quote(provider="openai", model="gpt-4o-mini").input_cents_per_1m == D("77")
