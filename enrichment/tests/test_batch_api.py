@@ -11,7 +11,7 @@ from decimal import Decimal
 from io import StringIO
 
 import pytest
-from django.core.management import call_command
+from django.core.management import CommandError, call_command
 from django.db import connection
 from django.db.models import Sum
 from django.test import Client
@@ -311,6 +311,47 @@ def test_the_dashboard_and_the_admin_show_open_and_finished_batches(user, make_u
     assert client.get("/admin/enrichment/aibatchitem/?batch_id=x").status_code == 200
 
 
+@pytest.mark.django_db
+def test_with_batch_reembedding_on_the_poll_sends_one_batch_at_a_time(user, use_openai, settings):
+    settings.OPENAI_BATCH_REEMBED = True
+    settings.OPENAI_BATCH_MAX_REQUESTS = 2
+    memories = stale_memories(user, ["one", "two", "three"])
+    assert batch_api.batches_poll().submitted == 2
+    assert batch_api.batches_poll().submitted == 0  # one batch at a time
+    assert AIBatch.objects.get().purpose == "reembed"
+    use_openai.batches_complete()
+    result = batch_api.batches_poll()  # finishes the first, sends the rest
+    assert (result.finished, result.applied, result.submitted) == (1, 2, 1)
+    use_openai.batches_complete()
+    assert batch_api.batches_poll().submitted == 0  # nothing stale is left
+    assert list(AIBatch.objects.values_list("status", flat=True)) == ["completed"] * 2
+    assert {e.model for e in Embedding.objects.filter(memory__in=memories)} == {MODEL}
+    assert AICostRecord.objects.count() == 3
+    assert_books_agree()
+
+
+@pytest.mark.django_db
+def test_batch_reembedding_stops_when_the_provider_answers_another_model(
+    user, use_openai, settings
+):
+    settings.OPENAI_BATCH_REEMBED = True
+    use_openai.state.embedding_model_answer = "proxy-renamed-embedder"
+    stale_memories(user, ["one", "two"])
+    batch_api.batches_poll()
+    use_openai.batches_complete()
+    batch_api.batches_poll()
+    batch = AIBatch.objects.get()
+    assert batch.status == BatchStatus.COMPLETED
+    assert batch.error.startswith(batch_api.MODEL_MISMATCH)
+    assert batch_api.batches_poll().submitted == 0  # never the same memories again and again
+    assert AIBatch.objects.count() == 1
+
+
+def test_status_without_batch_api_is_refused():
+    with pytest.raises(CommandError, match="use it with --batch-api"):
+        call_command("enrich", "--status")
+
+
 # --- at once, and across a real worker's death ---------------------------------------------------
 
 
@@ -337,8 +378,7 @@ def test_two_pollers_at_once_apply_and_charge_each_memory_once(user, use_openai)
     for thread in threads:
         thread.join(timeout=60)
     assert errors == []
-    if AIBatch.objects.get().status != BatchStatus.COMPLETED:
-        batch_api.batches_poll()  # one skipped the other's items and left the end to it
+    # Whichever finished the items ended the batch; the other found nothing left to take.
     assert AIBatch.objects.get().status == BatchStatus.COMPLETED
     assert AICostRecord.objects.count() == 40
     assert sorted(AICostRecord.objects.values_list("memory_id", flat=True)) == sorted(
