@@ -57,7 +57,8 @@ PURPOSES = ("reembed", "backfill")
 # Items finished per transaction while applying an ended batch.
 FINISH_CHUNK = 200
 # A batch still "submitting" this long after it was written lost its submitter (a crash between
-# the holds and the provider's answer): its holds are given back.
+# the holds and the provider's answer): adopted if the provider has a batch of its file, else
+# its holds are given back.
 SUBMIT_TIMEOUT = dt.timedelta(minutes=15)
 # Reading a finished batch's files can take longer than an ordinary call.
 DOWNLOAD_TIMEOUT_SECONDS = 300.0
@@ -321,15 +322,17 @@ class PollResult:
 
 
 def batches_poll(*, now: dt.datetime | None = None) -> PollResult:
-    """One poll (beat): abandon lost submissions, poll every open batch, finish ended ones, and
-    with OPENAI_BATCH_REEMBED submit the next re-embedding batch when none is unfinished."""
+    """One poll (beat): adopt or give up lost submissions, poll every open batch, finish ended
+    ones, and with OPENAI_BATCH_REEMBED submit the next re-embedding batch when none is
+    unfinished."""
     now = now or timezone.now()
     result = PollResult()
-    for batch_id in AIBatch.objects.filter(
+    for batch in AIBatch.objects.filter(
         status=BatchStatus.SUBMITTING, created_at__lt=now - SUBMIT_TIMEOUT
-    ).values_list("pk", flat=True):
-        _batch_abandon(batch_id, error="submission interrupted (its submitter was lost)")
-        result.abandoned += 1
+    ):
+        if not _batch_adopt(batch):
+            _batch_abandon(batch.pk, error="submission interrupted (its submitter was lost)")
+            result.abandoned += 1
     open_ids = list(
         AIBatch.objects.filter(status__in=[BatchStatus.OPEN, BatchStatus.FINISHING])
         .order_by("pk")
@@ -351,6 +354,37 @@ def batches_poll(*, now: dt.datetime | None = None) -> PollResult:
     if result.polled or result.abandoned or result.submitted:
         logger.info("batch api poll: %s", result)
     return result
+
+
+def _batch_adopt(batch: AIBatch) -> bool:
+    """A submission whose submitter died after uploading its file: if the provider has a batch
+    of that file, it is ours and goes on (its items are held); True also when the provider could
+    not be asked (ask again at the next poll). False: nothing was created, give it up."""
+    if not batch.input_file_id:
+        return False
+    try:
+        found = next(
+            (
+                remote
+                for remote in _client().batches.list(limit=100).data
+                if remote.input_file_id == batch.input_file_id
+            ),
+            None,
+        )
+    except openai.OpenAIError as exc:
+        logger.warning("batch %s: listing batches failed: %s", batch.pk, type(exc).__name__)
+        return True
+    if found is None:
+        return False
+    if AIBatch.objects.filter(pk=batch.pk, status=BatchStatus.SUBMITTING).update(
+        status=BatchStatus.OPEN,
+        provider_batch_id=found.id,
+        provider_status=found.status,
+        submitted_at=_when(found.created_at),
+        expires_at=_when(found.expires_at),
+    ):
+        logger.warning("batch %s: its submitter was lost; found it as %s", batch.pk, found.id)
+    return True
 
 
 def _reembed_due() -> bool:

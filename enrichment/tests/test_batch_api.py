@@ -4,6 +4,7 @@ client against the stub's Files and Batches endpoints, and a real worker killed 
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import math
 import threading
@@ -15,6 +16,7 @@ from django.core.management import CommandError, call_command
 from django.db import connection
 from django.db.models import Sum
 from django.test import Client
+from django.utils import timezone
 
 from costs import budget
 from costs.models import AICostRecord, BudgetReservation, DailyBudget, DailyCostTotal, UserUsage
@@ -345,6 +347,54 @@ def test_batch_reembedding_stops_when_the_provider_answers_another_model(
     assert batch.error.startswith(batch_api.MODEL_MISMATCH)
     assert batch_api.batches_poll().submitted == 0  # never the same memories again and again
     assert AIBatch.objects.count() == 1
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("created_at_the_provider", [True, False])
+def test_a_submission_whose_submitter_died_is_adopted_or_given_up(
+    user, use_openai, monkeypatch, created_at_the_provider
+):
+    memories = stale_memories(user, ["one", "two"])
+
+    def die(**kwargs):
+        raise SystemExit("worker killed")
+
+    client = batch_api.get_provider().client
+    with monkeypatch.context() as patch:
+        if created_at_the_provider:
+            # The provider made the batch; the worker died before writing down its id.
+            original = client.batches.create
+
+            def create_then_die(**kwargs):
+                original(**kwargs)
+                raise SystemExit("worker killed")
+
+            patch.setattr(client.batches, "create", create_then_die)
+        else:
+            patch.setattr(client.batches, "create", die)  # died before the provider heard
+        with pytest.raises(SystemExit):
+            batch_api.batch_submit(limit=10)
+    assert AIBatch.objects.filter(status=BatchStatus.SUBMITTING).count() == 1
+    assert DailyBudget.objects.get().reserved_cents > 0
+    assert batch_api.batches_poll().abandoned == 0  # not yet: its submitter may be slow
+
+    later = timezone.now() + batch_api.SUBMIT_TIMEOUT + dt.timedelta(seconds=1)
+    batch_api.batches_poll(now=later)
+    batch = AIBatch.objects.get()
+    if created_at_the_provider:
+        assert batch.status == BatchStatus.OPEN and batch.provider_batch_id
+        use_openai.batches_complete()
+        batch_api.batches_poll()
+        assert AIBatch.objects.get().status == BatchStatus.COMPLETED
+        assert sorted(AICostRecord.objects.values_list("memory_id", flat=True)) == sorted(
+            m.pk for m in memories
+        )
+    else:
+        assert batch.status == BatchStatus.FAILED and "interrupted" in batch.error
+        assert set(batch.items.values_list("state", flat=True)) == {BatchItemState.RELEASED}
+        assert AICostRecord.objects.count() == 0
+        assert embeddings_stale().count() == 2
+    assert_books_agree()
 
 
 def test_status_without_batch_api_is_refused():
