@@ -184,6 +184,43 @@ def test_a_failed_line_is_released_and_the_rest_applied(user, use_openai):
 
 
 @pytest.mark.django_db
+def test_a_failed_line_that_billed_tokens_is_settled_at_its_usage(user, use_openai):
+    billed, unbilled = stale_memories(user, ["malformed but billed", "refused, not billed"])
+    batch_api.batch_submit(limit=10)
+    batch = AIBatch.objects.get()
+    first, second = batch.items.order_by("pk")
+    AIBatch.objects.filter(pk=batch.pk).update(status=BatchStatus.FINISHING)
+    answers = {
+        first.custom_id: {
+            "custom_id": first.custom_id,
+            "response": {
+                "status_code": 200,
+                "body": {"model": MODEL, "data": [], "usage": {"prompt_tokens": 7}},
+            },
+        },
+        second.custom_id: {
+            "custom_id": second.custom_id,
+            "response": None,
+            "error": {"code": "batch_expired", "message": "not answered in time"},
+        },
+    }
+    assert batch_api.batch_finish(batch_id=batch.pk, answers=answers, final="completed") == 0
+    first.refresh_from_db()
+    second.refresh_from_db()
+    assert (first.state, first.error) == (BatchItemState.FAILED, "malformed answer")
+    assert (second.state, second.error) == (BatchItemState.FAILED, "error batch_expired")
+    row = AICostRecord.objects.get()
+    assert (row.memory_id, row.input_tokens) == (billed.pk, 7)
+    assert row.cost_cents == price_quote(provider="openai", model=MODEL, batch=True).cost(
+        input_tokens=7
+    )
+    assert BudgetReservation.objects.get(pk=second.reservation_id).state == "released"
+    assert AIBatch.objects.get().status == BatchStatus.COMPLETED
+    assert set(Embedding.objects.values_list("model", flat=True)) == {OLD_MODEL}
+    assert_books_agree()
+
+
+@pytest.mark.django_db
 @pytest.mark.parametrize("end", ["expired", "failed", "cancelled"])
 def test_a_batch_that_ends_unanswered_releases_every_hold(user, use_openai, end):
     stale_memories(user, ["one", "two", "three"])
