@@ -9,11 +9,14 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import json
 import logging
 import os
 import random
+import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from celery import current_app
@@ -26,14 +29,16 @@ from common.metrics import ENRICHMENT_JOB_DURATION, ENRICHMENT_RETRIES
 from costs import budget, metering
 from memories.models import EnrichmentStatus, Memory
 from memories.services import (
+    EnrichmentResult,
+    memories_enrichment_apply,
+    memories_enrichment_status_set,
     memory_embedding_refresh,
-    memory_enrichment_apply,
     memory_enrichment_status_set,
 )
 
 from .models import ACTIVE_STATUSES, EnrichmentJob, JobStatus, WorkerHeartbeat
 from .providers import Provider, ProviderError, get_provider
-from .providers.metered import metered_call
+from .providers.base import EmbeddingResult
 
 WAITING_STATUSES = (JobStatus.PENDING, JobStatus.DEFERRED)
 
@@ -182,33 +187,94 @@ def jobs_sweep(
     return result
 
 
-# --- processing one job -------------------------------------------------------------------------
+# --- processing jobs in batches -----------------------------------------------------------------
+
+# Batches one task runs at most before it lets the worker take its next message.
+BATCHES_PER_TASK = 10
+
+
+@dataclass
+class _Run:
+    """One claimed job of a batch, with its memory as the claim returned it."""
+
+    job: EnrichmentJob
+    user_id: int
+    text: str
+    deleted: bool
+    classification: dict | None = None
+    embedding: EmbeddingResult | None = None
+    outcome: str = ""
+
+
+def _claim_batch(*, job_ids: list[int], more: bool, limit: int, worker: str) -> list[_Run]:
+    """Claim up to `limit` due jobs for one run each — `job_ids` first, then (with `more`) the
+    oldest others — in ONE statement: the due jobs are locked with SKIP LOCKED (two workers never
+    claim one job), set to processing, and returned joined to their memory. A job whose memory is
+    being enriched by another run stays waiting: that run dispatches it when it ends."""
+    now = timezone.now()
+    jobs = EnrichmentJob._meta.db_table
+    memories = Memory._meta.db_table
+    sql = f"""
+        WITH due AS (
+            SELECT j.id FROM {jobs} j
+            WHERE j.status IN ('pending', 'deferred')
+              AND (j.not_before IS NULL OR j.not_before <= %(now)s)
+              AND (j.id = ANY(%(ids)s) OR %(more)s)
+              AND NOT EXISTS (
+                  SELECT 1 FROM {jobs} p WHERE p.memory_id = j.memory_id AND p.status = 'processing'
+              )
+            ORDER BY j.id = ANY(%(ids)s) DESC, j.id
+            LIMIT %(limit)s
+            FOR UPDATE OF j SKIP LOCKED
+        ), claimed AS (
+            UPDATE {jobs} j SET status = 'processing', attempts = j.attempts + 1,
+                lease_expires_at = %(lease)s, started_at = %(now)s, worker = %(worker)s,
+                deferred_reason = '', updated_at = %(now)s
+            FROM due WHERE j.id = due.id
+            RETURNING j.id, j.memory_id, j.attempts, j.text_hash, j.classification,
+                j.usage_counted
+        )
+        SELECT c.id, c.memory_id, c.attempts, c.text_hash, c.classification, c.usage_counted,
+            m.user_id, m.text_content, m.deleted_at IS NOT NULL
+        FROM claimed c JOIN {memories} m ON m.id = c.memory_id ORDER BY c.id
+    """  # noqa: S608 - table names are our own
+    params = {
+        "now": now,
+        "ids": list(job_ids),
+        "more": more,
+        "limit": limit,
+        "lease": now + dt.timedelta(seconds=settings.ENRICHMENT_LEASE_SECONDS),
+        "worker": worker[:255],
+    }
+    try:
+        with transaction.atomic(), connection.cursor() as cursor:
+            cursor.execute(sql, params)
+            rows = cursor.fetchall()
+    except IntegrityError:
+        # Two waiting jobs of one memory in one claim (rare): claim them one at a time.
+        if limit == 1:
+            logger.debug("jobs %s wait: another run of their memory is in flight", job_ids)
+            return []
+        runs: list[_Run] = []
+        for job_id in job_ids:
+            runs += _claim_batch(job_ids=[job_id], more=False, limit=1, worker=worker)
+        return runs
+    runs = []
+    for pk, memory_id, attempts, hashed, classification, counted, user_id, text, gone in rows:
+        if isinstance(classification, str):
+            classification = json.loads(classification)
+        job = EnrichmentJob(
+            pk=pk, memory_id=memory_id, attempts=attempts, text_hash=hashed,
+            classification=classification, usage_counted=counted,
+            status=JobStatus.PROCESSING,
+        )  # fmt: skip
+        runs.append(_Run(job, user_id, text, gone, classification))
+    return runs
 
 
 def _claim(*, job_id: int, worker: str) -> bool:
-    """Compare-and-set the job to processing. At most one run per memory is in flight (a
-    partial unique index): a job whose memory is being enriched by another run stays waiting,
-    and that run dispatches it when it ends."""
-    now = timezone.now()
-    try:
-        with transaction.atomic():
-            return bool(
-                EnrichmentJob.objects.filter(
-                    Q(pk=job_id),
-                    Q(status__in=WAITING_STATUSES),
-                    Q(not_before__isnull=True) | Q(not_before__lte=now),
-                ).update(
-                    status=JobStatus.PROCESSING,
-                    attempts=F("attempts") + 1,
-                    lease_expires_at=now + dt.timedelta(seconds=settings.ENRICHMENT_LEASE_SECONDS),
-                    started_at=now,
-                    worker=worker[:255],
-                    deferred_reason="",
-                )
-            )
-    except IntegrityError:
-        logger.debug("job %s waits: another run of its memory is in flight", job_id)
-        return False
+    """Claim one job (staff tools, tests): True if it is ours now."""
+    return bool(_claim_batch(job_ids=[job_id], more=False, limit=1, worker=worker))
 
 
 def _ours(job: EnrichmentJob):
@@ -216,6 +282,16 @@ def _ours(job: EnrichmentJob):
     return EnrichmentJob.objects.filter(
         pk=job.pk, status=JobStatus.PROCESSING, attempts=job.attempts
     )
+
+
+def _all_ours(runs: list[_Run]):
+    """The runs' job rows, only while these runs still hold their claims."""
+    if not runs:
+        return EnrichmentJob.objects.none()
+    claims = Q()
+    for run in runs:
+        claims |= Q(pk=run.job.pk, attempts=run.job.attempts)
+    return EnrichmentJob.objects.filter(claims, status=JobStatus.PROCESSING)
 
 
 def _finish(job: EnrichmentJob, status: str, error: str = "") -> bool:
@@ -226,28 +302,59 @@ def _finish(job: EnrichmentJob, status: str, error: str = "") -> bool:
     )
 
 
-def _dispatch_at(job_id: int, until: dt.datetime) -> None:
-    """Send the job to run at `until` when that is soon; later ones are the sweep's."""
+def _end(runs: list[_Run], outcome: str, status: str, error: str) -> None:
+    """Finish these runs' jobs with `status` (the ones still ours)."""
+    if runs:
+        _all_ours(runs).update(
+            status=status, finished_at=timezone.now(), lease_expires_at=None, last_error=error
+        )
+        for run in runs:
+            run.outcome = outcome
+
+
+def _dispatch_at(job_ids: list[int], until: dt.datetime) -> None:
+    """Send the jobs to run at `until` when that is soon; later ones are the sweep's. One task
+    is enough for all of them: it claims every due job, up to a batch."""
     delay = (until - timezone.now()).total_seconds()
-    if delay <= SOON_SECONDS and EnrichmentJob.objects.filter(
-        pk=job_id, dispatched_at__isnull=True
-    ).update(dispatched_at=timezone.now()):
-        job_dispatch(job_id=job_id, countdown=max(0.0, delay))
+    if delay > SOON_SECONDS or not job_ids:
+        return
+    if EnrichmentJob.objects.filter(pk__in=job_ids, dispatched_at__isnull=True).update(
+        dispatched_at=timezone.now()
+    ):
+        job_dispatch(job_id=min(job_ids), countdown=max(0.0, delay))
 
 
-def _defer(job: EnrichmentJob, *, until: dt.datetime, reason: str) -> None:
-    # Not an attempt: no AI call was made (or the provider asked us to wait).
-    if _ours(job).update(
+def _defer(runs: list[_Run], *, until: dt.datetime, reason: str) -> None:
+    """Put the runs' jobs back to wait until `until` — not an attempt: no AI call was made (or
+    the provider asked us to wait)."""
+    if not runs:
+        return
+    ids = list(
+        _all_ours(runs).values_list("pk", flat=True)
+    )  # the claims we still hold, before we give them up
+    EnrichmentJob.objects.filter(pk__in=ids, status=JobStatus.PROCESSING).update(
         status=JobStatus.DEFERRED,
         not_before=until,
         deferred_reason=reason,
         dispatched_at=None,
         lease_expires_at=None,
         attempts=F("attempts") - 1,
-    ):
-        memory_enrichment_status_set(memory_id=job.memory_id, status=EnrichmentStatus.DEFERRED)
-        logger.info("job %s deferred until %s: %s", job.pk, until.isoformat(), reason)
-        _dispatch_at(job.pk, until)
+    )
+    memory_ids = [run.job.memory_id for run in runs if run.job.pk in ids]
+    memories_enrichment_status_set(memory_ids=memory_ids, status=EnrichmentStatus.DEFERRED)
+    for run in runs:
+        run.outcome = "deferred"
+    logger.info("%s job(s) deferred until %s: %s", len(ids), until.isoformat(), reason)
+    _dispatch_at(ids, until)
+
+
+def _defer_refused(runs: list[_Run], refused: dict[int, metering.Refused]) -> None:
+    groups: dict[tuple[dt.datetime, str], list[_Run]] = {}
+    for run in runs:
+        answer = refused[run.job.pk]
+        groups.setdefault((answer.until, answer.reason), []).append(run)
+    for (until, reason), group in groups.items():
+        _defer(group, until=until, reason=reason)
 
 
 def retry_delay(*, attempts: int, retry_after: float | None) -> float:
@@ -261,7 +368,8 @@ def retry_delay(*, attempts: int, retry_after: float | None) -> float:
     return max(delay, retry_after or 0.0)
 
 
-def _retry_or_fail(job: EnrichmentJob, error: ProviderError) -> str:
+def _retry_or_fail(run: _Run, error: ProviderError) -> None:
+    job = run.job
     message = str(error)[:2000]
     if error.rate_limited:
         # Not an outage and not the job's fault: wait as long as the provider asked.
@@ -270,9 +378,9 @@ def _retry_or_fail(job: EnrichmentJob, error: ProviderError) -> str:
             if error.retry_after is not None
             else retry_delay(attempts=1, retry_after=None)
         )
-        _defer(job, until=timezone.now() + dt.timedelta(seconds=wait), reason=RATE_LIMITED)
+        _defer([run], until=timezone.now() + dt.timedelta(seconds=wait), reason=RATE_LIMITED)
         ENRICHMENT_RETRIES.labels("rate_limited").inc()
-        return "deferred"
+        return
     if error.retryable and job.attempts < settings.ENRICHMENT_MAX_ATTEMPTS:
         ENRICHMENT_RETRIES.labels("error").inc()
         delay = retry_delay(attempts=job.attempts, retry_after=error.retry_after)
@@ -285,140 +393,289 @@ def _retry_or_fail(job: EnrichmentJob, error: ProviderError) -> str:
             last_error=message,
         ):
             memory_enrichment_status_set(memory_id=job.memory_id, status=EnrichmentStatus.PENDING)
-            _dispatch_at(job.pk, until)
+            _dispatch_at([job.pk], until)
         logger.warning("job %s: %s; retry %s in %.1fs", job.pk, message, job.attempts, delay)
-        return "retrying"
+        run.outcome = "retrying"
+        return
     if _finish(job, JobStatus.FAILED, message):
         memory_enrichment_status_set(memory_id=job.memory_id, status=EnrichmentStatus.FAILED)
     logger.error("job %s failed after %s attempts: %s", job.pk, job.attempts, message)
-    return "failed"
+    run.outcome = "failed"
 
 
-def _metered(
-    job: EnrichmentJob, memory: Memory, provider: Provider, *, operation, model, estimate, call
-):
-    """One AI call of the job through the metering door; the first one of a job counts as an
-    enrichment run of the user (also if the run is later superseded or lost)."""
-    counts = not job.usage_counted
+def _item(run: _Run, estimate) -> metering.Item:
+    """The run's share of a batched call; the first call of a job counts as an enrichment run
+    of the user (also if the run is later superseded or lost)."""
+    return metering.Item(
+        key=run.job.pk, user_id=run.user_id, memory_id=run.job.memory_id,
+        input_tokens=estimate.input_tokens, max_output_tokens=estimate.output_tokens,
+        counts_enrichment=not run.job.usage_counted,
+    )  # fmt: skip
 
-    def counted() -> None:
-        _ours(job).update(usage_counted=True)
-        job.usage_counted = True
 
-    return metered_call(
-        provider=provider,
-        operation=operation,
-        model=model,
-        estimate=estimate,
-        call=call,
-        user_id=memory.user_id,
-        memory_id=memory.pk,
-        counts_enrichment=counts,
-        on_reserved=counted if counts else None,
+def _held(runs: list[_Run], batch: metering.MeteredBatch) -> list[_Run]:
+    """After a hold: defer the refused runs, mark the counted ones, return the admitted."""
+    _defer_refused([run for run in runs if run.job.pk in batch.refused], batch.refused)
+    admitted = [run for run in runs if run.job.pk not in batch.refused]
+    counted = [run for run in admitted if not run.job.usage_counted]
+    if counted:
+        _all_ours(counted).update(usage_counted=True)
+        for run in counted:
+            run.job.usage_counted = True
+    return admitted
+
+
+_pool: ThreadPoolExecutor | None = None
+_pool_lock = threading.Lock()
+
+
+def _concurrently(function: Callable, runs: list[_Run]) -> None:
+    """Run `function(run)` for each run on a bounded pool of threads (made once per process);
+    the calls are network-bound, the database is not touched from these threads."""
+    global _pool  # noqa: PLW0603 - one pool per process, made after a fork
+    if len(runs) <= 1 or settings.ENRICHMENT_CLASSIFY_CONCURRENCY <= 1:
+        for run in runs:
+            function(run)
+        return
+    with _pool_lock:
+        if _pool is None:
+            _pool = ThreadPoolExecutor(
+                max_workers=settings.ENRICHMENT_CLASSIFY_CONCURRENCY, thread_name_prefix="classify"
+            )
+    list(_pool.map(function, runs))
+
+
+def _classify(runs: list[_Run], provider: Provider) -> list[_Run]:
+    """Classify the runs that need it, concurrently, in one metered batch; returns the runs that
+    go on to the embedding."""
+    needed = [run for run in runs if run.classification is None]
+    if not needed:
+        return runs
+    errors: dict[int, ProviderError] = {}
+    with metering.meter_batch(
+        operation="classification",
+        provider=provider.name,
+        model=provider.classification_model,
+        items=[_item(run, provider.estimate_classification_tokens(run.text)) for run in needed],
+    ) as batch:
+        admitted = _held(needed, batch)
+
+        def classify(run: _Run) -> None:
+            try:
+                result = provider.classify(run.text)
+            except ProviderError as error:
+                batch.fail(run.job.pk, usage=error.usage, outage=not error.rate_limited)
+                errors[run.job.pk] = error
+                return
+            except Exception as error:  # noqa: BLE001 - one item's bug must not fail the batch
+                logger.exception("job %s: classification raised", run.job.pk)
+                errors[run.job.pk] = ProviderError(type(error).__name__, retryable=True)
+                return
+            batch.settle(run.job.pk, model=result.model, usage=result.usage)
+            run.classification = {"category": result.category, "tags": result.tags}
+
+        _concurrently(classify, admitted)
+    for run in admitted:
+        if run.job.pk in errors:
+            _retry_or_fail(run, errors[run.job.pk])
+    classified = [run for run in admitted if run.classification is not None]
+    _classifications_keep(classified)
+    # Edited or deleted while we classified: don't pay for an embedding of the old text.
+    current = dict(
+        Memory.objects.filter(
+            pk__in=[run.job.memory_id for run in classified], deleted_at__isnull=True
+        ).values_list("pk", "text_content")
     )
+    stale = [
+        run
+        for run in classified
+        if text_hash(current.get(run.job.memory_id, "")) != run.job.text_hash
+    ]
+    _end(stale, "superseded", JobStatus.CANCELLED, "superseded by newer text")
+    return [run for run in runs if run.classification is not None and run not in stale]
 
 
-def _text_current(job: EnrichmentJob) -> bool:
-    text = Memory.objects.filter(pk=job.memory_id, deleted_at__isnull=True).values_list(
-        "text_content", flat=True
+def _classifications_keep(runs: list[_Run]) -> None:
+    """Keep each finished classification on its job (one statement), so that a re-run of the
+    job does not pay for it twice."""
+    if not runs:
+        return
+    jobs = EnrichmentJob._meta.db_table
+    values = ", ".join(["(%s, %s, %s::jsonb)"] * len(runs))
+    params: list = []
+    for run in runs:
+        params += [run.job.pk, run.job.attempts, json.dumps(run.classification)]
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"UPDATE {jobs} j SET classification = v.classification FROM (VALUES {values}) "  # noqa: S608
+            "AS v(id, attempts, classification) WHERE j.id = v.id AND j.attempts = v.attempts "
+            "AND j.status = 'processing'",
+            params,
+        )
+
+
+def _embed(runs: list[_Run], provider: Provider) -> None:
+    """Embed the runs' texts in one request (the API takes a list) inside one metered batch;
+    each memory's tokens are its share of the request's usage. An input the provider refuses
+    (a 4xx) makes the request fail: then each text is sent alone, so only that one fails."""
+    if not runs:
+        return
+    with metering.meter_batch(
+        operation="embedding",
+        provider=provider.name,
+        model=provider.embedding_model,
+        items=[_item(run, provider.estimate_embedding_tokens(run.text)) for run in runs],
+    ) as batch:
+        admitted = _held(runs, batch)
+        errors: dict[int, ProviderError] = {}
+        groups = [admitted] if admitted else []
+        while groups:
+            group = groups.pop()
+            try:
+                results = provider.embed_many([run.text for run in group])
+            except ProviderError as error:
+                if len(group) > 1 and not error.retryable and error.usage is None:
+                    groups += [[run] for run in group]
+                    continue
+                for run in group:
+                    batch.fail(run.job.pk, outage=not error.rate_limited)
+                    errors[run.job.pk] = error
+                continue
+            for run, result in zip(group, results, strict=True):
+                batch.settle(run.job.pk, model=result.model, usage=result.usage)
+                run.embedding = result
+    for run in admitted:
+        if run.job.pk in errors:
+            _retry_or_fail(run, errors[run.job.pk])
+
+
+def _complete(runs: list[_Run]) -> None:
+    done = [run for run in runs if run.embedding is not None]
+    if not done:
+        return
+    outcomes = memories_enrichment_apply(
+        results=[
+            EnrichmentResult(
+                memory_id=run.job.memory_id,
+                text_hash=run.job.text_hash,
+                category=run.classification["category"],
+                tags=run.classification["tags"],
+                embedding=run.embedding,
+            )
+            for run in done
+        ],
+        text_hash=text_hash,
+        confirm=lambda memory_ids: _jobs_complete(
+            [r for r in done if r.job.memory_id in memory_ids]
+        ),
     )
-    current = text.first()
-    return current is not None and text_hash(current) == job.text_hash
+    for run in done:
+        outcome = outcomes[run.job.memory_id]
+        if outcome == "enriched":
+            run.outcome = "completed"
+        elif outcome == "unconfirmed":
+            run.outcome = "lost_claim"  # our lease expired and another run owns the job now
+    _end([r for r in done if outcomes[r.job.memory_id] == "deleted"], "cancelled",
+         JobStatus.CANCELLED, "memory deleted")  # fmt: skip
+    # The text changed while we worked: the newer job's result is the one to keep.
+    _end([r for r in done if outcomes[r.job.memory_id] == "superseded"], "superseded",
+         JobStatus.CANCELLED, "superseded by newer text")  # fmt: skip
+
+
+def _jobs_complete(runs: list[_Run]) -> set:
+    """Complete the runs' jobs still ours (one statement); returns their memory ids."""
+    if not runs:
+        return set()
+    jobs = EnrichmentJob._meta.db_table
+    values = ", ".join(["(%s, %s)"] * len(runs))
+    params: list = [timezone.now()]
+    for run in runs:
+        params += [run.job.pk, run.job.attempts]
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"UPDATE {jobs} j SET status = 'completed', finished_at = %s, lease_expires_at = NULL, "  # noqa: S608
+            f"last_error = '' FROM (VALUES {values}) AS v(id, attempts) WHERE j.id = v.id "
+            "AND j.attempts = v.attempts AND j.status = 'processing' RETURNING j.memory_id",
+            params,
+        )
+        return {row[0] for row in cursor.fetchall()}
+
+
+def _process(runs: list[_Run], provider: Provider) -> None:
+    """One claimed batch, end to end; each run ends with its outcome."""
+    _end([r for r in runs if r.deleted], "cancelled", JobStatus.CANCELLED, "memory deleted")
+    _end([r for r in runs if not r.deleted and text_hash(r.text) != r.job.text_hash],
+         "superseded", JobStatus.CANCELLED, "superseded by newer text")  # fmt: skip
+    live = [run for run in runs if not run.outcome]
+    memories_enrichment_status_set(
+        memory_ids=[run.job.memory_id for run in live], status=EnrichmentStatus.PROCESSING
+    )
+    classified = _classify(live, provider)
+    _embed(classified, provider)
+    _complete(classified)
+
+
+def jobs_process(
+    *,
+    job_ids: list[int] = (),
+    more: bool = True,
+    batches: int = 1,
+    worker: str = "",
+    provider: Provider | None = None,
+) -> dict[int, str]:
+    """Run due jobs in batches of up to ENRICHMENT_BATCH_SIZE: `job_ids` first, then (with
+    `more`) the oldest other due jobs, for at most `batches` batches; a batch closes when it is
+    full or when no more jobs are due (never waits). Returns each claimed job's outcome."""
+    if not settings.ENRICHMENT_WORKER_ENABLED:
+        # Leave them waiting and let the sweep send them again once processing is enabled.
+        EnrichmentJob.objects.filter(pk__in=job_ids, status__in=WAITING_STATUSES).update(
+            dispatched_at=None
+        )
+        return dict.fromkeys(job_ids, "disabled")
+    worker = worker or f"pid-{os.getpid()}"
+    provider = provider or get_provider()
+    size = max(1, settings.ENRICHMENT_BATCH_SIZE) if more else max(1, len(job_ids))
+    outcomes: dict[int, str] = {}
+    named = list(job_ids)
+    for _ in range(batches):
+        runs = _claim_batch(job_ids=named, more=more, limit=size, worker=worker)
+        named = []
+        if not runs:
+            break
+        started = time.monotonic()
+        try:
+            _process(runs, provider)
+        finally:
+            elapsed = time.monotonic() - started
+            for run in runs:
+                run.outcome = run.outcome or "error"  # an exception escaped the batch
+                outcomes[run.job.pk] = run.outcome
+                ENRICHMENT_JOB_DURATION.labels(run.outcome).observe(elapsed)
+            _dispatch_waiting(memory_ids=[run.job.memory_id for run in runs], after=outcomes)
+        if len(runs) < size:
+            break  # nothing more was due
+    return outcomes
 
 
 def job_process(*, job_id: int, worker: str = "", provider: Provider | None = None) -> str:
-    """Run one job end to end; returns what happened (for logs, tests and the command)."""
-    if not settings.ENRICHMENT_WORKER_ENABLED:
-        # Leave it pending and let the sweep send it again once processing is enabled.
-        EnrichmentJob.objects.filter(pk=job_id, status__in=WAITING_STATUSES).update(
-            dispatched_at=None
-        )
-        return "disabled"
-    if not _claim(job_id=job_id, worker=worker or f"pid-{os.getpid()}"):
-        return "not_claimed"
-    started = time.monotonic()
-    outcome = "error"  # an exception escaped the run
-    job = EnrichmentJob.objects.select_related("memory").get(pk=job_id)
-    try:
-        outcome = _run(job, provider or get_provider())
-        return outcome
-    finally:
-        ENRICHMENT_JOB_DURATION.labels(outcome).observe(time.monotonic() - started)
-        _dispatch_waiting(memory_id=job.memory_id, after=job.pk)
+    """Run this one job end to end (`manage.py enrich --inline`, tests); returns what happened:
+    completed, deferred, retrying, failed, superseded, cancelled, not_claimed or disabled."""
+    outcomes = jobs_process(job_ids=[job_id], more=False, worker=worker, provider=provider)
+    return outcomes.get(job_id, "not_claimed")
 
 
-def _run(job: EnrichmentJob, provider: Provider) -> str:
-    memory = job.memory
-    if memory.deleted_at is not None:
-        _finish(job, JobStatus.CANCELLED, "memory deleted")
-        return "cancelled"
-    if text_hash(memory.text_content) != job.text_hash:
-        _finish(job, JobStatus.CANCELLED, "superseded by newer text")
-        return "superseded"
-    memory_enrichment_status_set(memory_id=memory.pk, status=EnrichmentStatus.PROCESSING)
-    text = memory.text_content
-    classification = job.classification
-    try:
-        if classification is None:
-            result = _metered(
-                job, memory, provider, operation="classification",
-                model=provider.classification_model,
-                estimate=provider.estimate_classification_tokens(text),
-                call=lambda: provider.classify(text),
-            )  # fmt: skip
-            classification = {"category": result.category, "tags": result.tags}
-            _ours(job).update(classification=classification)
-            if not _text_current(job):
-                # Edited while we classified: don't pay for an embedding of the old text.
-                _finish(job, JobStatus.CANCELLED, "superseded by newer text")
-                return "superseded"
-        embedding = _metered(
-            job, memory, provider, operation="embedding", model=provider.embedding_model,
-            estimate=provider.estimate_embedding_tokens(text),
-            call=lambda: provider.embed(text),
-        )  # fmt: skip
-    except metering.Refused as refused:
-        _defer(job, until=refused.until, reason=refused.reason)
-        return "deferred"
-    except ProviderError as error:
-        return _retry_or_fail(job, error)
-    return _complete(job, classification, embedding)
-
-
-def _complete(job: EnrichmentJob, classification: dict, embedding) -> str:
-    outcome = memory_enrichment_apply(
-        memory_id=job.memory_id,
-        text_hash_is=lambda text: text_hash(text) == job.text_hash,
-        confirm=lambda: _finish(job, JobStatus.COMPLETED),
-        category=classification["category"],
-        tags=classification["tags"],
-        embedding=embedding,
-    )
-    if outcome == "deleted":
-        _finish(job, JobStatus.CANCELLED, "memory deleted")
-        return "cancelled"
-    if outcome == "superseded":
-        # The text changed while we worked: the newer job's result is the one to keep.
-        _finish(job, JobStatus.CANCELLED, "superseded by newer text")
-        return "superseded"
-    if outcome == "unconfirmed":
-        return "lost_claim"  # our lease expired and another run owns the job now
-    return "completed"
-
-
-def _dispatch_waiting(*, memory_id, after: int) -> None:
-    """A run of this memory ended: send the memory's job that waited for it, if one is due."""
+def _dispatch_waiting(*, memory_ids: list, after: dict[int, str]) -> None:
+    """Runs of these memories ended: send the memories' jobs that waited for them, if due."""
     now = timezone.now()
-    waiting = (
-        EnrichmentJob.objects.filter(memory_id=memory_id, status__in=WAITING_STATUSES)
+    waiting = list(
+        EnrichmentJob.objects.filter(memory_id__in=memory_ids, status__in=WAITING_STATUSES)
         .filter(Q(not_before__isnull=True) | Q(not_before__lte=now))
-        .exclude(pk=after)
+        .exclude(pk__in=list(after))
         .values_list("pk", flat=True)
-        .first()
     )
-    if waiting is not None:
-        EnrichmentJob.objects.filter(pk=waiting).update(dispatched_at=now)
-        job_dispatch(job_id=waiting)
+    if waiting:
+        EnrichmentJob.objects.filter(pk__in=waiting).update(dispatched_at=now)
+        job_dispatch(job_id=min(waiting))
 
 
 def jobs_wake(*, reasons: tuple[str, ...] | list[str]) -> int:
@@ -471,42 +728,42 @@ def embeddings_refresh(
     done, stopped, skipped = 0, "", set()
     provider = get_provider()
     try:
-        while done < limit:
-            row = (
+        while done < limit and not stopped:
+            rows = list(
                 embeddings_stale()
                 .exclude(memory_id__in=skipped)
                 .order_by("memory_id")
-                .values_list("memory_id", "user_id", "memory__text_content")
-                .first()
+                .values_list("memory_id", "user_id", "memory__text_content")[
+                    : min(max(1, settings.ENRICHMENT_BATCH_SIZE), limit - done)
+                ]
             )
-            if row is None:
+            if not rows:
                 break
-            memory_id, user_id, text = row
-            try:
-                embedding = _embed_metered(provider, memory_id, user_id, text)
-            except metering.Refused as refused:
-                stopped = refused.reason
-                break
-            except ProviderError as error:
-                stopped = f"provider error: {error}"
-                break
-            if not memory_embedding_refresh(
-                memory_id=memory_id,
-                text_is=lambda current, sent=text: current == sent,
-                embedding=embedding,
-            ):
-                skipped.add(memory_id)  # edited or deleted meanwhile: its new job embeds it
-            elif embeddings_stale().filter(memory_id=memory_id).exists():
+            embedded, stopped = _embed_batch_metered(provider, rows)
+            applied = []
+            for memory_id, _, text in rows:
+                if memory_id not in embedded:
+                    continue
+                if memory_embedding_refresh(
+                    memory_id=memory_id,
+                    text_is=lambda current, sent=text: current == sent,
+                    embedding=embedded[memory_id],
+                ):
+                    applied.append(memory_id)
+                else:
+                    skipped.add(memory_id)  # edited or deleted meanwhile: its new job embeds it
+            if applied and embeddings_stale().filter(memory_id__in=applied).exists():
                 # The provider answers another model or size than configured: going on would
                 # pay for the same memories again and again.
+                sample = embedded[applied[0]]
                 stopped = (
-                    f"the provider answered {embedding.model} ({embedding.dimensions} "
+                    f"the provider answered {sample.model} ({sample.dimensions} "
                     "dimensions), not the configured model"
                 )
                 logger.error("re-embedding stopped: %s", stopped)
                 break
-            done += 1
-            if progress:
+            done += len(applied)
+            if progress and applied:
                 progress(done)
     finally:
         with connection.cursor() as cursor:
@@ -516,16 +773,36 @@ def embeddings_refresh(
     return ReembedResult(done, stopped)
 
 
-def _embed_metered(provider: Provider, memory_id, user_id: int, text: str):
-    return metered_call(
-        provider=provider,
-        operation="embedding",
-        model=provider.embedding_model,
-        estimate=provider.estimate_embedding_tokens(text),
-        call=lambda: provider.embed(text),
-        user_id=user_id,
-        memory_id=memory_id,
-    )
+def _embed_batch_metered(provider: Provider, rows: list[tuple]) -> tuple[dict, str]:
+    """Embed (memory id, user id, text) rows in one request through one metered batch (each an
+    "embedding" call of its owner, not an enrichment run). Returns the embeddings by memory id
+    and why the run should stop: the first refusal or a provider error ("" to go on)."""
+    items = [
+        metering.Item(
+            key=memory_id, user_id=user_id, memory_id=memory_id,
+            input_tokens=provider.estimate_embedding_tokens(text).input_tokens,
+        )
+        for memory_id, user_id, text in rows
+    ]  # fmt: skip
+    embedded, stopped = {}, ""
+    with metering.meter_batch(
+        operation="embedding", provider=provider.name, model=provider.embedding_model, items=items
+    ) as batch:
+        if batch.refused:
+            stopped = next(iter(batch.refused.values())).reason
+        admitted = [row for row in rows if row[0] not in batch.refused]
+        if not admitted:
+            return embedded, stopped
+        try:
+            results = provider.embed_many([text for _, _, text in admitted])
+        except ProviderError as error:
+            for memory_id, _, _ in admitted:
+                batch.fail(memory_id, usage=None, outage=not error.rate_limited)
+            return embedded, f"provider error: {error}"
+        for (memory_id, _, _), result in zip(admitted, results, strict=True):
+            batch.settle(memory_id, model=result.model, usage=result.usage)
+            embedded[memory_id] = result
+    return embedded, stopped
 
 
 # --- staff actions ------------------------------------------------------------------------------

@@ -25,8 +25,12 @@ START_MESSAGE = "Starting enrichment worker"
     time_limit=settings.CELERY_TASK_TIME_LIMIT,
     soft_time_limit=settings.CELERY_TASK_SOFT_TIME_LIMIT,
 )
-def process_job(self, job_id: int) -> str:
-    return services.job_process(job_id=job_id, worker=self.request.hostname or "")
+def process_job(self, job_id: int) -> dict:
+    # The job, and the others due with it: batches of ENRICHMENT_BATCH_SIZE, until none is due.
+    outcomes = services.jobs_process(
+        job_ids=[job_id], batches=services.BATCHES_PER_TASK, worker=self.request.hostname or ""
+    )
+    return {"jobs": len(outcomes), "asked": outcomes.get(job_id, "not_claimed")}
 
 
 @shared_task(name="enrichment.sweep", ignore_result=True, time_limit=120, soft_time_limit=100)

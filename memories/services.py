@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from django.db import transaction
 from django.dispatch import Signal
@@ -15,7 +16,7 @@ from common.clock import day_start, today
 from costs.usage import usage_record_memory_created
 
 from .models import Embedding, EnrichmentStatus, Memory
-from .tally import tally_add
+from .tally import tally_add, tally_add_many
 
 # Sent inside the writing transaction with `memory` (and `created`, True for a new memory)
 # whenever a memory's text is new or changed. Receivers write in the same transaction and
@@ -82,53 +83,81 @@ def memory_delete(*, memory: Memory) -> None:
 
 def memory_enrichment_status_set(*, memory_id, status: str) -> bool:
     """Show where a live memory's enrichment stands (pending, processing, deferred, failed)."""
-    return bool(
-        Memory.objects.filter(pk=memory_id, deleted_at__isnull=True).update(
-            enrichment_status=status
-        )
+    return bool(memories_enrichment_status_set(memory_ids=[memory_id], status=status))
+
+
+def memories_enrichment_status_set(*, memory_ids, status: str) -> int:
+    """`memory_enrichment_status_set` for many memories, in one statement."""
+    if not memory_ids:
+        return 0
+    return Memory.objects.filter(pk__in=memory_ids, deleted_at__isnull=True).update(
+        enrichment_status=status
     )
 
 
-def memory_enrichment_apply(
-    *,
-    memory_id,
-    text_hash_is: Callable[[str], bool],
-    confirm: Callable[[], bool],
-    category: str,
-    tags: list[str],
-    embedding,
-) -> str:
-    """Write a finished enrichment, in one transaction, only if the memory is alive, its text is
-    still the text that was enriched (`text_hash_is(text)`), and `confirm()` (the caller's own
-    write, e.g. its job's completion) succeeds. Returns "enriched", "deleted", "superseded" or
-    "unconfirmed".
+@dataclass(frozen=True)
+class EnrichmentResult:
+    memory_id: uuid.UUID
+    text_hash: str  # of the text that was enriched
+    category: str
+    tags: list[str]
+    embedding: object  # model, dimensions, vector
 
-    Lock order for every writer of enrichment results: the memory row, then (through
-    embedding_save) the user's tally row; memory_create takes the usage row, then the tally,
-    and never the memory row of another transaction, so the two cannot deadlock."""
+
+def memories_enrichment_apply(
+    *,
+    results: list[EnrichmentResult],
+    text_hash: Callable[[str], str],
+    confirm: Callable[[set], set],
+) -> dict:
+    """Write finished enrichments in one transaction, each only if its memory is alive, its
+    text is still the text that was enriched (`text_hash(text) == result.text_hash`), and
+    `confirm(memory ids)` — the caller's own write, e.g. its jobs' completion — confirms it.
+    Returns each memory's outcome: "enriched", "deleted", "superseded" or "unconfirmed".
+
+    Lock order for every writer of enrichment results: the memory rows (in id order), then
+    the tally rows (in shard order); memory_create takes the usage row, then the tally, and
+    never the memory row of another transaction, so the two cannot deadlock."""
+    outcomes: dict = {}
     with transaction.atomic():
-        locked = Memory.objects.select_for_update().filter(pk=memory_id).first()
-        if locked is None or locked.deleted_at is not None:
-            return "deleted"
-        if not text_hash_is(locked.text_content):
-            return "superseded"
-        if not confirm():
-            return "unconfirmed"
+        locked = {
+            memory.pk: memory
+            for memory in Memory.objects.select_for_update()
+            .filter(pk__in=[r.memory_id for r in results])
+            .order_by("pk")
+            .only("pk", "user_id", "text_content", "deleted_at")
+        }
+        candidates = []
+        for result in results:
+            memory = locked.get(result.memory_id)
+            if memory is None or memory.deleted_at is not None:
+                outcomes[result.memory_id] = "deleted"
+            elif text_hash(memory.text_content) != result.text_hash:
+                outcomes[result.memory_id] = "superseded"
+            else:
+                candidates.append(result)
+        confirmed = confirm({r.memory_id for r in candidates}) if candidates else set()
+        for result in candidates:
+            if result.memory_id not in confirmed:
+                outcomes[result.memory_id] = "unconfirmed"
+        done = [r for r in candidates if r.memory_id in confirmed]
+        if not done:
+            return outcomes
         now = timezone.now()
-        Memory.objects.filter(pk=memory_id).update(
-            category=category,
-            tags=tags,
-            enrichment_status=EnrichmentStatus.ENRICHED,
-            enriched_at=now,
-            updated_at=now,
+        memories = [
+            Memory(
+                pk=r.memory_id, category=r.category, tags=r.tags, updated_at=now,
+                enrichment_status=EnrichmentStatus.ENRICHED, enriched_at=now,
+            )
+            for r in done
+        ]  # fmt: skip
+        Memory.objects.bulk_update(
+            memories, ["category", "tags", "enrichment_status", "enriched_at", "updated_at"]
         )
-        embedding_save(
-            memory_id=memory_id,
-            model=embedding.model,
-            dimensions=embedding.dimensions,
-            vector=embedding.vector,
-        )
-    return "enriched"
+        embeddings_save([(r.memory_id, locked[r.memory_id].user_id, r.embedding) for r in done])
+        for result in done:
+            outcomes[result.memory_id] = "enriched"
+    return outcomes
 
 
 def memory_embedding_refresh(*, memory_id, text_is: Callable[[str], bool], embedding) -> bool:
@@ -145,6 +174,33 @@ def memory_embedding_refresh(*, memory_id, text_is: Callable[[str], bool], embed
             vector=embedding.vector,
         )
     return True
+
+
+def embeddings_save(embeddings: list[tuple]) -> None:
+    """Store (or replace) memories' embeddings, each (memory id, user id, embedding), in two
+    statements and one tally update per shard; call inside the transaction that writes the
+    memories' enrichment, after locking the memory rows."""
+    if not embeddings:
+        return
+    ids = [memory_id for memory_id, _, _ in embeddings]
+    known = set(Embedding.objects.filter(memory_id__in=ids).values_list("memory_id", flat=True))
+    Embedding.objects.bulk_create(
+        [
+            Embedding(
+                memory_id=memory_id, user_id=user_id, model=embedding.model,
+                dimensions=embedding.dimensions, vector=embedding.vector,
+            )
+            for memory_id, user_id, embedding in embeddings
+        ],
+        update_conflicts=True,
+        unique_fields=["memory"],
+        update_fields=["user", "model", "dimensions", "vector"],
+    )  # fmt: skip
+    added: dict[int, int] = {}
+    for memory_id, user_id, _ in embeddings:
+        if memory_id not in known:
+            added[user_id] = added.get(user_id, 0) + 1
+    tally_add_many(added, field="embeddings_added")
 
 
 def embedding_save(*, memory_id, model: str, dimensions: int, vector: list[float]) -> None:

@@ -28,6 +28,17 @@ def tally_add(*, user_id: int, **increments: int) -> None:
         rows.update(**changes)
 
 
+def tally_add_many(counts: dict[int, int], *, field: str) -> None:
+    """Add `counts` (user id -> n) to `field`: one update per shard, in shard order."""
+    shards: dict[int, tuple[int, int]] = {}
+    for user_id, count in counts.items():
+        if count:
+            shard = user_id % MemoryTally.SHARDS
+            shards[shard] = (user_id, shards.get(shard, (0, 0))[1] + count)
+    for _, (user_id, count) in sorted(shards.items()):
+        tally_add(user_id=user_id, **{field: count})
+
+
 def tally_counts() -> dict[str, int]:
     """{memories, memoriesToday, embeddings} from the tally: two small aggregates."""
     total = MemoryTally.objects.aggregate(**{name: Sum(name) for name in FIELDS})

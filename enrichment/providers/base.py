@@ -83,9 +83,43 @@ class Provider(Protocol):
 
     def embed(self, text: str) -> EmbeddingResult: ...
 
+    def embed_many(self, texts: list[str]) -> list[EmbeddingResult]:
+        """One request for all `texts`; each result carries its share of the usage."""
+        ...
+
     def estimate_classification_tokens(self, text: str) -> Usage: ...
 
     def estimate_embedding_tokens(self, text: str) -> Usage: ...
+
+
+def usage_split(total: Usage, weights: list[int]) -> list[Usage]:
+    """Split a batched request's usage by each input's share (`weights`, e.g. its estimated
+    tokens), so that the parts add up exactly to what the provider reported: each part gets the
+    floor of its share, and the tokens left go to the largest remainders (ties to the first)."""
+    if not weights:
+        return []
+    weights = [max(0, w) for w in weights]
+    if not any(weights):
+        weights = [1] * len(weights)
+
+    def split(amount: int) -> list[int]:
+        whole = sum(weights)
+        parts = [amount * w // whole for w in weights]
+        left = amount - sum(parts)
+        order = sorted(range(len(weights)), key=lambda i: (-(amount * weights[i] % whole), i))
+        for i in order[:left]:
+            parts[i] += 1
+        return parts
+
+    # Cached tokens are part of the input: split them and the rest apart, so each part's cached
+    # tokens never exceed its input.
+    uncached = split(total.input_tokens - total.cached_tokens)
+    cached = split(total.cached_tokens)
+    outputs = split(total.output_tokens)
+    return [
+        Usage(input_tokens=u + c, output_tokens=o, cached_tokens=c)
+        for u, c, o in zip(uncached, cached, outputs, strict=True)
+    ]
 
 
 def estimate_tokens(text: str) -> int:

@@ -118,6 +118,9 @@ class LocalProvider:
     def embed(self, text: str) -> EmbeddingResult:
         return embed(text)
 
+    def embed_many(self, texts: list[str]) -> list[EmbeddingResult]:
+        return [embed(text) for text in texts]
+
     def estimate_classification_tokens(self, text: str) -> Usage:
         return Usage(input_tokens=estimate_tokens(text), output_tokens=20)
 

@@ -22,6 +22,7 @@ from .base import (
     clean_tags,
     estimate_tokens,
     truncate_to_tokens,
+    usage_split,
 )
 
 logger = logging.getLogger(__name__)
@@ -196,11 +197,17 @@ class OpenAIProvider:
         )
 
     def embed(self, text: str) -> EmbeddingResult:
+        return self.embed_many([text])[0]
+
+    def embed_many(self, texts: list[str]) -> list[EmbeddingResult]:
+        """One embeddings request for all `texts` (the API takes a list); each result gets its
+        share of the request's usage by its estimated tokens (usage_split: exact in sum)."""
         kwargs = {"dimensions": self.dimensions} if self.dimensions else {}
+        sent = [self._text_for_embedding(text) for text in texts]
         try:
             response = self.client.embeddings.create(
                 model=self.embedding_model,
-                input=self._text_for_embedding(text),
+                input=sent[0] if len(sent) == 1 else sent,
                 encoding_format="float",
                 **kwargs,
             )
@@ -208,13 +215,15 @@ class OpenAIProvider:
             raise _translate(exc) from exc
         usage = _usage(getattr(response, "usage", None))
         try:
-            vector = [float(v) for v in response.data[0].embedding]
-        except (IndexError, AttributeError, TypeError, ValueError) as exc:
+            data = sorted(response.data, key=lambda item: item.index)
+            vectors = [[float(v) for v in item.embedding] for item in data]
+        except (AttributeError, TypeError, ValueError) as exc:
             raise ProviderError("malformed embedding", retryable=True, usage=usage) from exc
-        if not vector:
-            raise ProviderError("empty embedding", retryable=True, usage=usage)
-        return EmbeddingResult(
-            vector=vector,
-            model=getattr(response, "model", None) or self.embedding_model,
-            usage=usage,
-        )
+        if len(vectors) != len(sent) or not all(vectors):
+            raise ProviderError("empty or missing embedding", retryable=True, usage=usage)
+        model = getattr(response, "model", None) or self.embedding_model
+        shares = usage_split(usage, [estimate_tokens(text) for text in sent])
+        return [
+            EmbeddingResult(vector=vector, model=model, usage=share)
+            for vector, share in zip(vectors, shares, strict=True)
+        ]

@@ -74,7 +74,9 @@ def test_redis_stopping_during_a_burst_loses_nothing_and_doubles_nothing(
 
     assert EnrichmentJob.objects.filter(status=JobStatus.COMPLETED).count() == 30
     assert AICostRecord.objects.count() == 60  # two calls per memory, none twice
-    assert len(openai_stub.calls) == 60
+    # One classification per memory; embeddings go in batches, each memory's text once.
+    assert len(openai_stub.calls_to("/v1/chat/completions")) == 30
+    assert sorted(openai_stub.embedded_texts()) == sorted(f"burst memory {i}" for i in range(30))
 
 
 def test_a_worker_killed_mid_job_leaves_a_job_that_completes_once(
@@ -190,3 +192,51 @@ def test_a_provider_failing_for_a_while_only_delays_the_work(
     assert sum(j.attempts for j in jobs) == 3 + 3
     assert len(use_openai.calls) == 6 + 3 * 2  # the failures, then two calls per memory
     assert AICostRecord.objects.count() == 6
+
+
+def _other_backends() -> set[int]:
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT pid FROM pg_stat_activity WHERE datname = current_database() "
+            "AND pid <> pg_backend_pid() AND backend_type = 'client backend'"
+        )
+        return {row[0] for row in cursor.fetchall()}
+
+
+def test_a_worker_keeps_its_database_connection_and_replaces_a_dropped_one(
+    process_env, started, openai_stub, user, monkeypatch
+):
+    """Celery's Django fixup would close the connection around every task; with
+    CELERY_DB_REUSE_MAX the worker keeps it, checks it before each task (CONN_HEALTH_CHECKS)
+    and replaces one the server dropped, without failing the task that finds it dead."""
+    env = {**process_env, "TEST_CONN_MAX_AGE": "600"}
+    monkeypatch.setattr(services, "job_dispatch", lambda **kwargs: False)  # only our worker runs
+
+    def enrich(text: str) -> EnrichmentJob:
+        with services.transaction.atomic():
+            memory = services.Memory.objects.create(user=user, text_content=text)
+            job = services.job_create_for_memory(memory=memory)
+        EnrichmentJob.objects.filter(pk=job.pk).update(dispatched_at=None)
+        processes.manage(env, "enrich")  # the sweep sends it to the worker
+        wait_for(
+            lambda: Memory.objects.filter(pk=memory.pk, enrichment_status="enriched").exists(),
+            timeout=60,
+            what=f"{text!r} enriched",
+        )
+        return EnrichmentJob.objects.get(pk=job.pk)
+
+    started(processes.celery_worker(env, name="keeper", log=LOGS / "faults-connections.log"))
+    enrich("first note")
+    kept = _other_backends()
+    assert kept  # the worker's connections, still open between tasks
+    for i in range(3):
+        enrich(f"note {i}")
+    assert _other_backends() == kept  # the same connections: none opened, none closed
+
+    with connection.cursor() as cursor:  # the server drops them (a restart, a failover)
+        for pid in kept:
+            cursor.execute("SELECT pg_terminate_backend(%s)", [pid])
+    wait_for(lambda: not (_other_backends() & kept), timeout=10, what="the backends to end")
+    job = enrich("after the drop")
+    assert job.status == JobStatus.COMPLETED and job.attempts == 1  # no attempt was lost
+    assert not (_other_backends() & kept)

@@ -12,6 +12,7 @@ from costs.models import AICostRecord
 from costs.pricing import cost_compute
 from enrichment import services
 from enrichment.models import EnrichmentJob, JobStatus
+from enrichment.providers.metered import metered_call
 from enrichment.tests.conftest import wait_for
 from memories.models import Embedding, Memory
 from memoryconnector.celery import app as celery_app
@@ -99,16 +100,20 @@ def test_a_job_whose_worker_died_runs_again_once_and_the_ledger_stays_honest(
     EnrichmentJob.objects.filter(pk=job.pk).update(dispatched_at=timezone.now())
     assert services._claim(job_id=job.pk, worker="dead-worker")
     dead = EnrichmentJob.objects.get(pk=job.pk)
-    services._metered(
-        dead,
-        memory,
-        services.get_provider(),
+    provider = services.get_provider()
+    metered_call(
+        provider=provider,
         operation="classification",
-        model="gpt-4o-mini",
-        estimate=services.get_provider().estimate_classification_tokens(memory.text_content),
-        call=lambda: services.get_provider().classify(memory.text_content),
+        model=provider.classification_model,
+        estimate=provider.estimate_classification_tokens(memory.text_content),
+        call=lambda: provider.classify(memory.text_content),
+        user_id=user.pk,
+        memory_id=memory.pk,
+        counts_enrichment=True,
     )
-    services._ours(dead).update(classification={"category": "finance", "tags": ["rent"]})
+    services._ours(dead).update(
+        classification={"category": "finance", "tags": ["rent"]}, usage_counted=True
+    )
     EnrichmentJob.objects.filter(pk=job.pk).update(
         lease_expires_at=timezone.now() - timezone.timedelta(seconds=1)
     )

@@ -50,9 +50,11 @@ def test_a_model_change_re_embeds_old_rows_through_the_budget(user, settings, us
     ledger = AICostRecord.objects.filter(provider="openai", operation="embedding")
     assert sorted(ledger.values_list("memory_id", flat=True)) == sorted(m.pk for m in memories)
     assert UserUsage.objects.get(user=user).enrichments == usage_before  # not enrichment runs
-    assert len(use_openai.calls_to("/v1/embeddings")) == 3
+    # One request for the batch, each memory's text once.
+    assert len(use_openai.calls_to("/v1/embeddings")) == 1
+    assert sorted(use_openai.embedded_texts()) == [f"Old model memory {i}" for i in range(3)]
     call_command("reembed", stdout=out)  # nothing left: no call
-    assert len(use_openai.calls_to("/v1/embeddings")) == 3
+    assert len(use_openai.calls_to("/v1/embeddings")) == 1
 
 
 def test_background_re_embedding_waits_for_new_work_and_for_the_budget(user, settings, use_openai):

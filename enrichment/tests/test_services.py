@@ -89,20 +89,20 @@ def test_changed_text_supersedes_the_waiting_job(user):
 def test_text_changed_during_the_call_keeps_the_newer_result(user, use_openai, monkeypatch):
     job = new_job(user, "Pay the rent")
     provider = services.get_provider()
-    original = provider.embed
+    original = provider.embed_many
 
-    def embed_then_edit(text):
-        result = original(text)
+    def embed_then_edit(texts):
+        result = original(texts)
         with transaction.atomic():
             memory_update(memory=Memory.objects.get(pk=job.memory_id), text_content="Gym at 7")
         return result
 
-    monkeypatch.setattr(provider, "embed", embed_then_edit)
+    monkeypatch.setattr(provider, "embed_many", embed_then_edit)
     assert run(job) == "superseded"
     memory = Memory.objects.get(pk=job.memory_id)
     assert memory.category == "" and memory.enrichment_status == "pending"
     assert AICostRecord.objects.filter(memory_id=memory.pk).count() == 2  # spent, and recorded
-    monkeypatch.setattr(provider, "embed", original)
+    monkeypatch.setattr(provider, "embed_many", original)
     newer = EnrichmentJob.objects.get(memory=memory, status=JobStatus.PENDING)
     assert run(newer) == "completed"
     assert Memory.objects.get(pk=memory.pk).category == "health"

@@ -317,6 +317,8 @@ OPENAI_EMBEDDING_MAX_INPUT_TOKENS = env.int("OPENAI_EMBEDDING_MAX_INPUT_TOKENS",
 ENRICHMENT_WORKER_ENABLED = env_flag("ENRICHMENT_WORKER_ENABLED", True)
 ENRICHMENT_POLL_INTERVAL_MS = env.int("ENRICHMENT_POLL_INTERVAL_MS", default=5000)
 ENRICHMENT_BATCH_SIZE = env.int("ENRICHMENT_BATCH_SIZE", default=10)
+# Classification calls a worker process makes at once within a batch (threads).
+ENRICHMENT_CLASSIFY_CONCURRENCY = env.int("ENRICHMENT_CLASSIFY_CONCURRENCY", default=8)
 ENRICHMENT_MAX_ATTEMPTS = env.int("ENRICHMENT_MAX_ATTEMPTS", default=5)
 ENRICHMENT_RETRY_BASE_SECONDS = env.float("ENRICHMENT_RETRY_BASE_SECONDS", default=2.0)
 ENRICHMENT_RETRY_MAX_SECONDS = env.float("ENRICHMENT_RETRY_MAX_SECONDS", default=300.0)
@@ -485,6 +487,10 @@ CELERY_RESULT_BACKEND = None
 CELERY_TIMEZONE = "UTC"
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_ACKS_LATE = True
+# Workers keep their database connection across tasks: Celery's Django fixup would close it
+# around every task. It is checked before each task (memoryconnector.celery) and replaced when
+# broken or older than DATABASE_CONN_MAX_AGE; Celery closes it anyway every this many tasks.
+CELERY_DB_REUSE_MAX = env.int("CELERY_DB_REUSE_MAX", default=1000)
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_TASK_TIME_LIMIT = env.int("CELERY_TASK_TIME_LIMIT", default=300)
 CELERY_TASK_SOFT_TIME_LIMIT = env.int("CELERY_TASK_SOFT_TIME_LIMIT", default=240)

@@ -29,5 +29,6 @@ CELERY_BROKER_TRANSPORT_OPTIONS = {
 }
 ENRICHMENT_HEARTBEAT_SECONDS = 1
 
-# Worker threads in tests must not keep connections open past their task.
-DATABASES["default"]["CONN_MAX_AGE"] = 0  # noqa: F405
+# Worker threads in tests must not keep connections open past their task; a worker process of
+# a test may (TEST_CONN_MAX_AGE, the connection-reuse fault test).
+DATABASES["default"]["CONN_MAX_AGE"] = env.int("TEST_CONN_MAX_AGE", default=0)  # noqa: F405

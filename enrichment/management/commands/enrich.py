@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 
+from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.management.base import CommandError
 from django.db.models import Q
@@ -106,10 +107,17 @@ class Command(commands.Command):
             ids = ids[: options["limit"]]
         outcomes: dict[str, int] = {}
         total = len(ids)
-        for done, job_id in enumerate(ids, start=1):
-            outcome = services.job_process(job_id=job_id, worker="manage.py enrich --inline")
-            outcomes[outcome] = outcomes.get(outcome, 0) + 1
-            if sys.stdout.isatty() or total <= 50 or done == total or done % 50 == 0:
+        size = max(1, settings.ENRICHMENT_BATCH_SIZE)
+        for start in range(0, total, size):
+            chunk = ids[start : start + size]
+            ran = services.jobs_process(
+                job_ids=chunk, more=False, worker="manage.py enrich --inline"
+            )
+            for job_id in chunk:  # in batches, as a worker runs them
+                outcome = ran.get(job_id, "not_claimed")
+                outcomes[outcome] = outcomes.get(outcome, 0) + 1
+            done = start + len(chunk)
+            if sys.stdout.isatty() or total <= 50 or done == total or done % 50 < len(chunk):
                 width = 30
                 filled = int(width * done / total)
                 self.stdout.write(
