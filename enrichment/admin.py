@@ -8,19 +8,19 @@ down: enrichment -> memories). Every action calls the same service as the staff 
 from __future__ import annotations
 
 from django.contrib import admin, messages
-from django.db.models import QuerySet
+from django.db.models import Count, QuerySet
 from django.http import HttpRequest
 from django.urls import reverse
 from django.utils.html import format_html
 from django.utils.text import Truncator
 
-from common.admin import BigTableAdminMixin, UUIDInputFilter
+from common.admin import BigTableAdminMixin, TextInputFilter, UUIDInputFilter
 from memories.admin import UserEmailFilter
 from memories.models import Embedding, Memory
 from memories.services import memory_update
 
-from . import services
-from .models import EnrichmentJob, JobStatus, WorkerHeartbeat
+from . import batch_api, services
+from .models import AIBatch, AIBatchItem, EnrichmentJob, JobStatus, WorkerHeartbeat
 from .providers.base import CATEGORIES
 from .selectors import heartbeat_cutoff
 
@@ -289,4 +289,136 @@ class WorkerHeartbeatAdmin(admin.ModelAdmin):
         return False
 
     def has_change_permission(self, request: HttpRequest, obj=None) -> bool:
+        return False
+
+
+# --- the Batch API -------------------------------------------------------------------------------
+
+
+class BatchIdFilter(TextInputFilter):
+    title = "batch id"
+    parameter_name = "batch_id"
+    lookup = "batch_id"
+
+    def clean(self, value: str):
+        return int(value)
+
+
+@admin.register(AIBatch)
+class AIBatchAdmin(admin.ModelAdmin):
+    """Batches sent to OpenAI's Batch API: read-only, written by enrichment.batch_api; staff can
+    cancel an open one (the poll then settles what was answered and releases the rest)."""
+
+    list_display = [
+        "id",
+        "status",
+        "provider_status",
+        "purpose",
+        "model",
+        "item_count",
+        "requests_completed",
+        "requests_failed",
+        "estimate_cents",
+        "created_at",
+        "expires_at",
+        "finished_at",
+        "items_link",
+    ]
+    list_filter = ["status", "purpose"]
+    ordering = ["-id"]
+    actions = ["cancel"]
+    readonly_fields = [
+        "status",
+        "provider_status",
+        "purpose",
+        "operation",
+        "provider",
+        "model",
+        "dimensions",
+        "provider_batch_id",
+        "input_file_id",
+        "output_file_id",
+        "error_file_id",
+        "item_count",
+        "requests_completed",
+        "requests_failed",
+        "estimate_cents",
+        "error",
+        "created_at",
+        "submitted_at",
+        "expires_at",
+        "last_polled_at",
+        "finished_at",
+        "items_by_state",
+        "items_link",
+    ]
+    fields = readonly_fields
+
+    @admin.display(description="items")
+    def items_link(self, obj: AIBatch) -> str:
+        url = reverse("admin:enrichment_aibatchitem_changelist")
+        return format_html('<a href="{}?batch_id={}">items</a>', url, obj.pk)
+
+    @admin.display(description="items by outcome")
+    def items_by_state(self, obj: AIBatch) -> str:
+        rows = obj.items.values("state").annotate(count=Count("pk")).order_by("state")
+        return ", ".join(f"{row['state']}: {row['count']}" for row in rows) or "-"
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj=None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj=None) -> bool:
+        return False
+
+    def has_act_permission(self, request: HttpRequest) -> bool:
+        return request.user.has_perm("enrichment.change_aibatch")
+
+    @admin.action(description="Cancel at the provider (open batches)", permissions=["act"])
+    def cancel(self, request: HttpRequest, queryset: QuerySet[AIBatch]) -> None:
+        cancelled = sum(
+            batch_api.batch_cancel(batch_id=pk) for pk in queryset.values_list("pk", flat=True)
+        )
+        self.message_user(
+            request,
+            f"{cancelled} batch(es) cancelled at the provider; the next poll settles what was "
+            "answered and releases the rest. Only open batches can be cancelled.",
+            messages.SUCCESS if cancelled else messages.WARNING,
+        )
+
+
+@admin.register(AIBatchItem)
+class AIBatchItemAdmin(BigTableAdminMixin, admin.ModelAdmin):
+    list_display = [
+        "id",
+        "batch_id",
+        "memory_id",
+        "state",
+        "error",
+        "reservation_id",
+        "finished_at",
+    ]
+    list_filter = ["state", BatchIdFilter, MemoryIdFilter]
+    ordering = ["-id"]
+    fields = readonly_fields = [
+        "batch",
+        "memory_id",
+        "user_id",
+        "text_hash",
+        "input_tokens",
+        "reservation_id",
+        "state",
+        "error",
+        "finished_at",
+    ]
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj=None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj=None) -> bool:
         return False

@@ -6,14 +6,25 @@ import datetime as dt
 import re
 
 from django.conf import settings
-from django.db.models import Count, Min, Q
+from django.db.models import Count, Min, Q, Sum
 from django.utils import timezone
 
 from common.clock import day_start, today
+from costs.models import AICostRecord
+from costs.money import ZERO
 from costs.pricing import DATED_SNAPSHOT
-from memories.models import Embedding
+from memories.models import Embedding, Memory
 
-from .models import EnrichmentJob, JobStatus, WorkerHeartbeat
+from .models import (
+    ACTIVE_STATUSES,
+    BATCH_UNFINISHED,
+    AIBatch,
+    AIBatchItem,
+    BatchItemState,
+    EnrichmentJob,
+    JobStatus,
+    WorkerHeartbeat,
+)
 from .providers import active_embedding
 from .services import WAITING_STATUSES
 
@@ -102,7 +113,34 @@ def embeddings_stale():
     current = Q(model=model) | Q(model__regex=rf"^{re.escape(model)}{DATED_SNAPSHOT.pattern}")
     if dimensions:
         current &= Q(dimensions=dimensions)
-    return Embedding.objects.filter(memory__deleted_at__isnull=True).exclude(current)
+    # A memory waiting in an open Batch API batch is paid for there: never twice.
+    return (
+        Embedding.objects.filter(memory__deleted_at__isnull=True)
+        .exclude(current)
+        .exclude(memory_id__in=memories_in_open_batches())
+    )
+
+
+def memories_in_open_batches():
+    """Ids of the memories whose embedding an open Batch API batch is making (a subquery)."""
+    return AIBatchItem.objects.filter(state=BatchItemState.PENDING).values("memory_id")
+
+
+def embeddings_batchable(*, purpose: str = "reembed"):
+    """Live memories the Batch API may embed, oldest first: those embedded by another model
+    (`reembed`), and for a `backfill` also those without an embedding and with no enrichment job
+    waiting or running (the pipeline embeds those). None already in an open batch."""
+    wanted = Q(pk__in=embeddings_stale().values("memory_id"))
+    if purpose == "backfill":
+        wanted |= Q(embedding__isnull=True) & ~Q(
+            pk__in=EnrichmentJob.objects.filter(status__in=ACTIVE_STATUSES).values("memory_id")
+        )
+    return (
+        Memory.objects.alive()
+        .filter(wanted)
+        .exclude(pk__in=memories_in_open_batches())
+        .order_by("created_at", "pk")
+    )
 
 
 def reembedding_progress() -> dict:
@@ -133,6 +171,7 @@ def worker_status() -> dict:
         },
         "queue": queue_counts(),
         "reembedding": reembedding_progress(),
+        "batchApi": batches_overview(),
         "timestamp": timezone.now(),
     }
 
@@ -142,3 +181,81 @@ def worker_last_heartbeat() -> dt.datetime | None:
     return (
         WorkerHeartbeat.objects.order_by("-last_seen").values_list("last_seen", flat=True).first()
     )
+
+
+# --- the Batch API ------------------------------------------------------------------------------
+
+RECENT_BATCHES_SHOWN = 5
+
+
+def _batch_row(batch: AIBatch) -> dict:
+    return {
+        "id": batch.pk,
+        "providerBatchId": batch.provider_batch_id,
+        "status": batch.status,
+        "providerStatus": batch.provider_status,
+        "purpose": batch.purpose,
+        "model": batch.model,
+        "items": batch.item_count,
+        "requestsCompleted": batch.requests_completed,
+        "requestsFailed": batch.requests_failed,
+        "estimateCents": batch.estimate_cents,
+        "error": batch.error,
+        "createdAt": batch.created_at,
+        "submittedAt": batch.submitted_at,
+        "expiresAt": batch.expires_at,
+        "lastPolledAt": batch.last_polled_at,
+        "finishedAt": batch.finished_at,
+    }
+
+
+def batches_open() -> list[AIBatch]:
+    """Batches not yet finished (submitting, open at the provider, or being applied)."""
+    return list(AIBatch.objects.filter(status__in=BATCH_UNFINISHED).order_by("id"))
+
+
+def batches_overview() -> dict:
+    """The Batch API at a glance (dashboard, staff API, `manage.py enrich --batch-api --status`):
+    unfinished batches with the budget their items hold, and the last few finished ones with
+    their items per outcome and what they cost at the batch prices. A few small queries."""
+    unfinished = batches_open()
+    recent = list(
+        AIBatch.objects.exclude(status__in=BATCH_UNFINISHED).order_by("-finished_at", "-id")[
+            :RECENT_BATCHES_SHOWN
+        ]
+    )
+    outcomes: dict[int, dict[str, int]] = {}
+    costs: dict[int, object] = {}
+    if recent:
+        ids = [batch.pk for batch in recent]
+        for row in (
+            AIBatchItem.objects.filter(batch_id__in=ids)
+            .values("batch_id", "state")
+            .annotate(count=Count("pk"))
+        ):
+            outcomes.setdefault(row["batch_id"], {})[row["state"]] = row["count"]
+        for batch_id in ids:
+            costs[batch_id] = (
+                AICostRecord.objects.filter(
+                    reservation_id__in=AIBatchItem.objects.filter(
+                        batch_id=batch_id, reservation_id__isnull=False
+                    ).values("reservation_id")
+                ).aggregate(total=Sum("cost_cents"))["total"]
+                or ZERO
+            )
+    held = sum((batch.estimate_cents for batch in unfinished), ZERO)
+    return {
+        "open": [_batch_row(batch) for batch in unfinished],
+        "openItems": sum(batch.item_count for batch in unfinished),
+        "heldCents": held,
+        "recent": [
+            {
+                **_batch_row(batch),
+                "outcomes": outcomes.get(batch.pk, {}),
+                "costCents": costs[batch.pk],
+            }
+            for batch in recent
+        ],
+        "pollSeconds": settings.OPENAI_BATCH_POLL_SECONDS,
+        "reembedByBatch": settings.OPENAI_BATCH_REEMBED,
+    }

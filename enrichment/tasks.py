@@ -92,3 +92,14 @@ def _log_worker_start(sender=None, **kwargs) -> dict:
 @beat_init.connect(dispatch_uid="enrichment.start_log_beat")
 def _log_beat_start(sender=None, **kwargs) -> dict:
     return start_log(role="beat")
+
+
+@shared_task(
+    name="enrichment.batch_api_poll", ignore_result=True, time_limit=900, soft_time_limit=840
+)
+def batch_api_poll() -> dict:
+    # Beat, every OPENAI_BATCH_POLL_SECONDS (CELERY_BEAT_SCHEDULE): poll the Batch API's open
+    # batches and apply the ended ones; safe to run twice or at once (enrichment.batch_api).
+    from . import batch_api
+
+    return batch_api.batches_poll().__dict__

@@ -255,6 +255,27 @@ def dashboard_warnings(
 # --- the page -------------------------------------------------------------------------------------
 
 
+def batch_api_context(overview: dict) -> dict:
+    """The Batch API's batches (enrichment.selectors.batches_overview) with dollar amounts."""
+
+    def row(batch: dict) -> dict:
+        extra = {"estimateUsd": usd(batch["estimateCents"])}
+        if "costCents" in batch:
+            extra["costUsd"] = usd(batch["costCents"])
+            extra["outcomeText"] = ", ".join(
+                f"{count} {state}" for state, count in sorted(batch["outcomes"].items())
+            )
+        return {**batch, **extra}
+
+    return {
+        **overview,
+        "heldUsd": usd(overview["heldCents"]),
+        "heldExact": cents_exact(overview["heldCents"]),
+        "open": [row(batch) for batch in overview["open"]],
+        "recent": [row(batch) for batch in overview["recent"]],
+    }
+
+
 def dashboard_context() -> dict:
     """Everything the dashboard shows, read through the staff API's selectors."""
     now = timezone.now()
@@ -314,6 +335,7 @@ def dashboard_context() -> dict:
         "worker": pipeline["worker"],
         "queue": pipeline["queue"],
         "reembedding": pipeline["reembedding"],
+        "batch_api": batch_api_context(pipeline["batchApi"]),
         "deferred_reasons": [
             {
                 **row,

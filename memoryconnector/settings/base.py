@@ -331,6 +331,24 @@ ENRICHMENT_HEARTBEAT_SECONDS = env.int("ENRICHMENT_HEARTBEAT_SECONDS", default=5
 # tries again after this long instead of waiting for the reset.
 ENRICHMENT_BUDGET_RETRY_SECONDS = env.int("ENRICHMENT_BUDGET_RETRY_SECONDS", default=30)
 
+# --- OpenAI's Batch API (enrichment.batch_api): embeddings that can wait, at the batch prices ----
+# true: re-embedding after a model change goes through the Batch API (results within 24 h, at
+# the batch prices) instead of synchronous calls; beat submits a batch when none is open.
+OPENAI_BATCH_REEMBED = env_flag("OPENAI_BATCH_REEMBED", False)
+# How often beat polls the open batches (and applies the results of the ended ones).
+OPENAI_BATCH_POLL_SECONDS = env.int("OPENAI_BATCH_POLL_SECONDS", default=60)
+# Memories per batch (OpenAI takes up to 50,000 requests and 200 MB per input file).
+OPENAI_BATCH_MAX_REQUESTS = env.int("OPENAI_BATCH_MAX_REQUESTS", default=2000)
+# How long each item's budget reservation is held: the 24 h completion window and a margin for
+# the poll; a reservation still held after this is charged at its estimate (unreconciled).
+OPENAI_BATCH_HOLD_SECONDS = env.int("OPENAI_BATCH_HOLD_SECONDS", default=25 * 3600)
+if not 1 <= OPENAI_BATCH_MAX_REQUESTS <= 50_000:
+    raise environ.ImproperlyConfigured("OPENAI_BATCH_MAX_REQUESTS must be 1 to 50000")
+if OPENAI_BATCH_HOLD_SECONDS < 24 * 3600:
+    raise environ.ImproperlyConfigured(
+        "OPENAI_BATCH_HOLD_SECONDS must cover the 24 h completion window (86400 or more)"
+    )
+
 # --- Search -------------------------------------------------------------------------------------
 # PostgreSQL text search configuration for keyword search (with 'simple' beside it, so exact
 # tokens such as INV-88231 match); changing it rebuilds the stored tsvectors after `migrate`.
@@ -515,10 +533,25 @@ CELERY_BEAT_SCHEDULE = {
     },
     # After a change of embedding model or EMBEDDING_DIMENSIONS: re-embed a batch of memories
     # made by the old one, through the budget, only while no enrichment job waits or runs.
-    "enrichment-reembed": {
-        "task": "enrichment.reembed",
-        "schedule": 30.0,
-        "options": {"expires": 30.0},
+    # With OPENAI_BATCH_REEMBED the Batch API does it instead (enrichment-batch-api-poll).
+    **(
+        {}
+        if OPENAI_BATCH_REEMBED
+        else {
+            "enrichment-reembed": {
+                "task": "enrichment.reembed",
+                "schedule": 30.0,
+                "options": {"expires": 30.0},
+            }
+        }
+    ),
+    # The Batch API: poll open batches, apply and settle the results of ended ones, release the
+    # holds of failed, expired or cancelled ones; with OPENAI_BATCH_REEMBED, submit the next
+    # re-embedding batch when none is open (enrichment.batch_api).
+    "enrichment-batch-api-poll": {
+        "task": "enrichment.batch_api_poll",
+        "schedule": float(OPENAI_BATCH_POLL_SECONDS),
+        "options": {"expires": float(OPENAI_BATCH_POLL_SECONDS)},
     },
     # Delete Idempotency-Keys past IDEMPOTENCY_KEY_TTL_HOURS, so the table holds about a day of
     # keys instead of growing for ever. Hourly: a key outlives its TTL by at most an hour.

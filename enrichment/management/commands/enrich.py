@@ -34,6 +34,15 @@ class Command(commands.Command):
         parser.add_argument(
             "--limit", type=commands.positive_int, default=None, help="at most this many jobs"
         )
+        parser.add_argument(
+            "--batch-api",
+            action="store_true",
+            help="embed memories that can wait (another model's embedding, or none and no job) "
+            "through OpenAI's Batch API at the batch prices; results within 24 h",
+        )
+        parser.add_argument(
+            "--status", action="store_true", help="with --batch-api: list the unfinished batches"
+        )
 
     def _scope(self, options):
         memories = Memory.objects.alive()
@@ -48,6 +57,10 @@ class Command(commands.Command):
         return memories
 
     def handle(self, *args, **options):
+        if options["batch_api"]:
+            return self._batch_api(options)
+        if options["status"]:
+            raise CommandError("--status lists the Batch API's batches: use it with --batch-api")
         scoped = bool(options["memory"] or options["user"])
         memories = self._scope(options)
         jobs = (
@@ -113,3 +126,71 @@ class Command(commands.Command):
                 )
         summary = ", ".join(f"{count} {name}" for name, count in sorted(outcomes.items()))
         self.stdout.write(f"Processed {total} job(s): {summary or 'nothing due'}.")
+
+    # --- the Batch API (enrichment.batch_api) ----------------------------------------------------
+
+    def _batch_api(self, options):
+        from django.conf import settings
+
+        from enrichment import batch_api
+        from enrichment.selectors import batches_overview
+
+        if options["memory"] or options["user"] or options["inline"] or options["retry_failed"]:
+            raise CommandError("--batch-api takes only --limit, --dry-run and --status")
+        if options["status"]:
+            return self._batch_status(batches_overview())
+        limit = options["limit"] or settings.OPENAI_BATCH_MAX_REQUESTS
+        try:
+            if options["dry_run"]:
+                plan = batch_api.batch_plan(limit=limit, purpose="backfill")
+                for memory_id in plan.memory_ids[:50]:
+                    self.stdout.write(f"would embed memory {memory_id}")
+                if plan.memories > 50:
+                    self.stdout.write(f"... and {plan.memories - 50} more")
+                self.stdout.write(
+                    f"Would send {plan.memories} memor{'y' if plan.memories == 1 else 'ies'} "
+                    f"to the Batch API ({plan.model}, ~{plan.input_tokens} input tokens): "
+                    f"estimated {plan.estimate_cents}¢ at the batch prices "
+                    f"({plan.synchronous_cents}¢ one by one)."
+                )
+                return
+            sent = refused = 0
+            stopped = ""
+            while sent < limit:
+                result = batch_api.batch_submit(limit=limit - sent, purpose="backfill")
+                sent += result.sent
+                refused += result.refused
+                stopped = result.stopped
+                if result.sent:
+                    self.stdout.write(
+                        f"Sent batch {result.batch_id}: {result.sent} memories, "
+                        f"{result.estimate_cents}¢ held at the batch prices."
+                    )
+                if not result.sent or stopped:
+                    break
+        except batch_api.BatchApiUnavailable as exc:
+            raise CommandError(str(exc)) from exc
+        summary = f"Sent {sent} memories to the Batch API"
+        if refused:
+            summary += f"; {refused} refused"
+        if stopped:
+            summary += f" (stopped: {stopped})"
+        self.stdout.write(
+            f"{summary}. Results within 24 h, applied by the poll every "
+            f"{settings.OPENAI_BATCH_POLL_SECONDS} s (--batch-api --status)."
+        )
+
+    def _batch_status(self, overview: dict):
+        rows = overview["open"]
+        for row in rows:
+            expires = f", expires {row['expiresAt']:%Y-%m-%d %H:%M} UTC" if row["expiresAt"] else ""
+            self.stdout.write(
+                f"batch {row['id']} {row['providerBatchId'] or '-'} {row['status']} "
+                f"({row['providerStatus'] or 'not sent'}): {row['items']} memories, "
+                f"{row['requestsCompleted']} answered, {row['requestsFailed']} failed, "
+                f"{row['estimateCents']}¢ held{expires}"
+            )
+        self.stdout.write(
+            f"{len(rows)} unfinished batch(es), {overview['openItems']} memories, "
+            f"{overview['heldCents']}¢ held."
+        )
