@@ -3,11 +3,15 @@
 
 from __future__ import annotations
 
+import array
+import base64
+import binascii
 import datetime as dt
 import email.utils
 import json
 import logging
 import re
+import sys
 
 import openai
 from django.conf import settings
@@ -126,6 +130,17 @@ def _translate(exc: Exception) -> ProviderError:
     return ProviderError(f"{type(exc).__name__}", retryable=True)
 
 
+def _vector(embedding) -> list[float]:
+    """An embedding as floats: base64 little-endian float32 (what we ask for), or a list of
+    numbers (what a compatible server may answer all the same)."""
+    if isinstance(embedding, str):
+        values = array.array("f", base64.b64decode(embedding, validate=True))
+        if sys.byteorder == "big":
+            values.byteswap()
+        return values.tolist()
+    return [float(v) for v in embedding]
+
+
 def embedding_dimensions_for(model: str) -> int | None:
     """EMBEDDING_DIMENSIONS for the text-embedding-3 family, the only one that accepts
     `dimensions`; None for others, which answer their own size."""
@@ -208,7 +223,9 @@ class OpenAIProvider:
             response = self.client.embeddings.create(
                 model=self.embedding_model,
                 input=sent[0] if len(sent) == 1 else sent,
-                encoding_format="float",
+                # base64 float32, as the official client asks by default: a tenth of the CPU of
+                # parsing JSON floats.
+                encoding_format="base64",
                 **kwargs,
             )
         except (openai.OpenAIError, ValueError) as exc:  # ValueError: a body that is not JSON
@@ -216,8 +233,8 @@ class OpenAIProvider:
         usage = _usage(getattr(response, "usage", None))
         try:
             data = sorted(response.data, key=lambda item: item.index)
-            vectors = [[float(v) for v in item.embedding] for item in data]
-        except (AttributeError, TypeError, ValueError) as exc:
+            vectors = [_vector(item.embedding) for item in data]
+        except (AttributeError, TypeError, ValueError, binascii.Error) as exc:
             raise ProviderError("malformed embedding", retryable=True, usage=usage) from exc
         if len(vectors) != len(sent) or not all(vectors):
             raise ProviderError("empty or missing embedding", retryable=True, usage=usage)
