@@ -42,6 +42,17 @@ def _breaker_changed(previous: str, state: str, failures: int) -> None:
     )
 
 
+def provider_breaker_quiet_sql() -> str:
+    """An SQL expression, true when the breaker is closed with no failure counted: for callers
+    that fold the breaker read into a statement of their own and pass the answer to
+    `costs.metering.meter_batch(breaker_quiet=...)`."""
+    table = ProviderBreaker._meta.db_table
+    return (
+        f"COALESCE((SELECT b.state = 'closed' AND b.consecutive_failures = 0 FROM {table} b "  # noqa: S608
+        f"WHERE b.name = '{_BREAKER}'), false)"
+    )
+
+
 def provider_breaker_allow() -> bool:
     """May this caller call the AI provider now? Closed: yes. Open: no until the cool-down has
     passed; then exactly one caller across all processes wins the compare-and-set to half_open

@@ -26,7 +26,7 @@ import logging
 import math
 import threading
 import time
-from collections.abc import Hashable, Iterator
+from collections.abc import Callable, Hashable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -147,6 +147,7 @@ def _hold(
     items: list[Item],
     batch_api: bool = False,
     hold_seconds: int | None = None,
+    on_held: Callable[[list[Hashable]], None] | None = None,
 ) -> Hold:
     quote = price_quote(provider=provider, model=model, batch=batch_api)
     requests = []
@@ -175,8 +176,15 @@ def _hold(
                 for i in held
             ],
         )
-        users_refused.update({held[position]: reason for position, reason in refused.items()})
-        return {held[position]: reason for position, reason in refused.items()}
+        refused = {held[position]: reason for position, reason in refused.items()}
+        users_refused.update(refused)
+        if on_held is not None:
+            counted = [
+                items[i].key for i in held if i not in refused and items[i].counts_enrichment
+            ]
+            if counted:
+                on_held(counted)
+        return refused
 
     answers = budget.budget_reserve_many(
         requests=requests,
@@ -329,22 +337,35 @@ class MeteredBatch:
 
 @contextmanager
 def meter_batch(
-    *, operation: str, provider: str, model: str, items: list[Item]
+    *,
+    operation: str,
+    provider: str,
+    model: str,
+    items: list[Item],
+    breaker_quiet: bool = False,
+    on_held: Callable[[list[Hashable]], None] | None = None,
 ) -> Iterator[MeteredBatch]:
     """Make one batched AI call (or several concurrent ones) inside the budget: one hold for
     the batch, one reservation per item, one settle. Items refused (the breaker, the budget,
     the user's limits) are in `batch.refused` with their Refused and must not be sent.
 
+    `breaker_quiet`: the caller read the provider breaker closed with no failures in a statement
+    of its own (`breaker.provider_breaker_quiet_sql`), so the door neither reads it before nor
+    resets it after a success. `on_held(keys)` runs inside the holding transaction with the keys
+    of the admitted items that count an enrichment run (the caller marks them counted).
+
     On leaving: the reports are written, every admitted item not settled is given back, and the
-    breaker hears once for the batch: an outage if any call failed as one, else a success if
-    any was settled, else nothing."""
-    if not breaker.provider_breaker_allow():
+    breaker hears once for the batch: a success if any item was settled (a provider that
+    answers is up), else an outage if one failed as such, else nothing."""
+    if not breaker_quiet and not breaker.provider_breaker_allow():
         until = refusal_until(Refusal.PROVIDER_BREAKER)
         hold = Hold(refused={item.key: Refused(Refusal.PROVIDER_BREAKER, until) for item in items})
         yield MeteredBatch(hold, items, model)
         return
     try:
-        hold = _hold(operation=operation, provider=provider, model=model, items=items)
+        hold = _hold(
+            operation=operation, provider=provider, model=model, items=items, on_held=on_held
+        )
     except BaseException:
         breaker.provider_breaker_release_probe()
         raise
@@ -357,8 +378,8 @@ def meter_batch(
             batch.close()
         finally:
             outcome = (
-                "outage" if batch.outage
-                else "settled" if batch.settled
+                "settled" if batch.settled
+                else "outage" if batch.outage
                 else "no_judgement" if batch.failed
                 else "released"
             )  # fmt: skip
@@ -366,11 +387,12 @@ def meter_batch(
                 AI_CALL_DURATION.labels(operation, provider, outcome).observe(
                     time.monotonic() - started
                 )
-            if batch.outage:
+            if batch.settled:
+                if not breaker_quiet:
+                    breaker.provider_breaker_record_success()
+            elif batch.outage:
                 breaker.provider_breaker_record_failure()
-            elif batch.settled:
-                breaker.provider_breaker_record_success()
-            else:
+            elif not breaker_quiet:
                 breaker.provider_breaker_release_probe()
 
 

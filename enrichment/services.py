@@ -27,6 +27,7 @@ from django.utils import timezone
 
 from common.metrics import ENRICHMENT_JOB_DURATION, ENRICHMENT_RETRIES
 from costs import budget, metering
+from costs.breaker import provider_breaker_quiet_sql
 from memories.models import EnrichmentStatus, Memory
 from memories.services import (
     EnrichmentResult,
@@ -204,16 +205,19 @@ class _Run:
     classification: dict | None = None
     embedding: EmbeddingResult | None = None
     outcome: str = ""
+    breaker_quiet: bool = False  # the claim read the provider breaker closed, no failures
 
 
 def _claim_batch(*, job_ids: list[int], more: bool, limit: int, worker: str) -> list[_Run]:
     """Claim up to `limit` due jobs for one run each — `job_ids` first, then (with `more`) the
     oldest others — in ONE statement: the due jobs are locked with SKIP LOCKED (two workers never
     claim one job), set to processing, and returned joined to their memory. A job whose memory is
-    being enriched by another run stays waiting: that run dispatches it when it ends."""
+    being enriched by another run stays waiting: that run dispatches it when it ends. The same
+    statement shows the live memories as processing and reads the provider breaker."""
     now = timezone.now()
     jobs = EnrichmentJob._meta.db_table
     memories = Memory._meta.db_table
+    breaker_quiet = provider_breaker_quiet_sql()
     sql = f"""
         WITH due AS (
             SELECT j.id FROM {jobs} j
@@ -233,9 +237,15 @@ def _claim_batch(*, job_ids: list[int], more: bool, limit: int, worker: str) -> 
             FROM due WHERE j.id = due.id
             RETURNING j.id, j.memory_id, j.attempts, j.text_hash, j.classification,
                 j.usage_counted
+        ), processing AS (
+            UPDATE {memories} m SET enrichment_status = 'processing'
+            FROM claimed c
+            WHERE m.id = c.memory_id AND m.deleted_at IS NULL
+              AND encode(sha256(convert_to(m.text_content, 'UTF8')), 'hex') = c.text_hash
+            RETURNING m.id, m.user_id, m.text_content
         )
         SELECT c.id, c.memory_id, c.attempts, c.text_hash, c.classification, c.usage_counted,
-            m.user_id, m.text_content, m.deleted_at IS NOT NULL
+            m.user_id, m.text_content, m.deleted_at IS NOT NULL, {breaker_quiet}
         FROM claimed c JOIN {memories} m ON m.id = c.memory_id ORDER BY c.id
     """  # noqa: S608 - table names are our own
     params = {
@@ -260,7 +270,8 @@ def _claim_batch(*, job_ids: list[int], more: bool, limit: int, worker: str) -> 
             runs += _claim_batch(job_ids=[job_id], more=False, limit=1, worker=worker)
         return runs
     runs = []
-    for pk, memory_id, attempts, hashed, classification, counted, user_id, text, gone in rows:
+    for row in rows:
+        pk, memory_id, attempts, hashed, classification, counted, user_id, text, gone, quiet = row
         if isinstance(classification, str):
             classification = json.loads(classification)
         job = EnrichmentJob(
@@ -268,7 +279,7 @@ def _claim_batch(*, job_ids: list[int], more: bool, limit: int, worker: str) -> 
             classification=classification, usage_counted=counted,
             status=JobStatus.PROCESSING,
         )  # fmt: skip
-        runs.append(_Run(job, user_id, text, gone, classification))
+        runs.append(_Run(job, user_id, text, gone, classification, breaker_quiet=quiet))
     return runs
 
 
@@ -414,15 +425,29 @@ def _item(run: _Run, estimate) -> metering.Item:
 
 
 def _held(runs: list[_Run], batch: metering.MeteredBatch) -> list[_Run]:
-    """After a hold: defer the refused runs, mark the counted ones, return the admitted."""
+    """After a hold: defer the refused runs, return the admitted."""
     _defer_refused([run for run in runs if run.job.pk in batch.refused], batch.refused)
-    admitted = [run for run in runs if run.job.pk not in batch.refused]
-    counted = [run for run in admitted if not run.job.usage_counted]
-    if counted:
-        _all_ours(counted).update(usage_counted=True)
-        for run in counted:
-            run.job.usage_counted = True
-    return admitted
+    return [run for run in runs if run.job.pk not in batch.refused]
+
+
+def _metered_batch(runs: list[_Run], provider: Provider, *, operation: str, model: str, estimate):
+    """The door for one step of a batch: an item per run (`estimate(text)`), the breaker as the
+    claim read it, and the runs' first calls marked counted inside the holding transaction."""
+    by_pk = {run.job.pk: run for run in runs}
+
+    def counted(keys) -> None:
+        _all_ours([by_pk[key] for key in keys]).update(usage_counted=True)
+        for key in keys:
+            by_pk[key].job.usage_counted = True
+
+    return metering.meter_batch(
+        operation=operation,
+        provider=provider.name,
+        model=model,
+        items=[_item(run, estimate(run.text)) for run in runs],
+        breaker_quiet=all(run.breaker_quiet for run in runs),
+        on_held=counted,
+    )
 
 
 _pool: ThreadPoolExecutor | None = None
@@ -452,12 +477,10 @@ def _classify(runs: list[_Run], provider: Provider) -> list[_Run]:
     if not needed:
         return runs
     errors: dict[int, ProviderError] = {}
-    with metering.meter_batch(
-        operation="classification",
-        provider=provider.name,
-        model=provider.classification_model,
-        items=[_item(run, provider.estimate_classification_tokens(run.text)) for run in needed],
-    ) as batch:
+    with _metered_batch(
+        needed, provider, operation="classification", model=provider.classification_model,
+        estimate=provider.estimate_classification_tokens,
+    ) as batch:  # fmt: skip
         admitted = _held(needed, batch)
 
         def classify(run: _Run) -> None:
@@ -520,12 +543,10 @@ def _embed(runs: list[_Run], provider: Provider) -> None:
     (a 4xx) makes the request fail: then each text is sent alone, so only that one fails."""
     if not runs:
         return
-    with metering.meter_batch(
-        operation="embedding",
-        provider=provider.name,
-        model=provider.embedding_model,
-        items=[_item(run, provider.estimate_embedding_tokens(run.text)) for run in runs],
-    ) as batch:
+    with _metered_batch(
+        runs, provider, operation="embedding", model=provider.embedding_model,
+        estimate=provider.estimate_embedding_tokens,
+    ) as batch:  # fmt: skip
         admitted = _held(runs, batch)
         errors: dict[int, ProviderError] = {}
         groups = [admitted] if admitted else []
@@ -606,10 +627,7 @@ def _process(runs: list[_Run], provider: Provider) -> None:
     _end([r for r in runs if r.deleted], "cancelled", JobStatus.CANCELLED, "memory deleted")
     _end([r for r in runs if not r.deleted and text_hash(r.text) != r.job.text_hash],
          "superseded", JobStatus.CANCELLED, "superseded by newer text")  # fmt: skip
-    live = [run for run in runs if not run.outcome]
-    memories_enrichment_status_set(
-        memory_ids=[run.job.memory_id for run in live], status=EnrichmentStatus.PROCESSING
-    )
+    live = [run for run in runs if not run.outcome]  # shown as processing by the claim
     classified = _classify(live, provider)
     _embed(classified, provider)
     _complete(classified)
