@@ -32,3 +32,5 @@ ENRICHMENT_HEARTBEAT_SECONDS = 1
 # Worker threads in tests must not keep connections open past their task; a worker process of
 # a test may (TEST_CONN_MAX_AGE, the connection-reuse fault test).
 DATABASES["default"]["CONN_MAX_AGE"] = env.int("TEST_CONN_MAX_AGE", default=0)  # noqa: F405
+# ...and Celery closes it after every task unless a test keeps it.
+CELERY_DB_REUSE_MAX = 1000 if DATABASES["default"]["CONN_MAX_AGE"] else None  # noqa: F405
