@@ -75,6 +75,44 @@ def load(port: int, path: str, token: str, *, requests: int, concurrency: int, i
     }
 
 
+def sql_per_request(token: str, path: str, *, idem: bool, requests: int = 50) -> dict:
+    """What one POST to `path` costs in SQL, counted in this process through Django's test
+    client (the code path gunicorn runs), averaged over `requests` creates: statements (of them
+    savepoints) and transactions (atomic blocks committed, plus statements run in autocommit)."""
+    from django.db import connection
+    from rest_framework.test import APIClient
+
+    client = APIClient(HTTP_HOST="127.0.0.1")
+    client.credentials(HTTP_AUTHORIZATION=f"Bearer {token}")
+    counts = {"statements": 0, "savepoints": 0, "transactions": 0}
+    commit = connection.commit
+
+    def counting_commit() -> None:
+        counts["transactions"] += 1
+        commit()
+
+    def counting_execute(execute, sql, params, many, context):
+        counts["statements"] += 1
+        if sql.lstrip().upper().startswith(("SAVEPOINT", "RELEASE SAVEPOINT")):
+            counts["savepoints"] += 1
+        if not context["connection"].in_atomic_block:
+            counts["transactions"] += 1
+        return execute(sql, params, many, context)
+
+    connection.commit = counting_commit
+    try:
+        with connection.execute_wrapper(counting_execute):
+            for i in range(requests):
+                headers = {"HTTP_IDEMPOTENCY_KEY": f"count-{uuid.uuid4().hex}"} if idem else {}
+                body = {"textContent": f"Statement count memory {i}", "type": "note"}
+                response = client.post(path, body, format="json", **headers)
+                if response.status_code != 201:
+                    raise RuntimeError(f"{path} answered {response.status_code}")
+    finally:
+        del connection.commit
+    return {name: round(value / requests, 2) for name, value in counts.items()}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--requests", type=int, default=3000)
@@ -115,6 +153,8 @@ def main() -> None:
         )  # fmt: skip
     finally:
         web.stop()
+    floor["sql"] = sql_per_request(token, "/bench/floor", idem=False)
+    ours["sql"] = sql_per_request(token, "/api/v1/memories", idem=True)
     ratio = round(ours["requestsPerSecond"] / floor["requestsPerSecond"], 2)
     print(f"{'endpoint':<22}{'req/s':>9}{'p50 ms':>9}{'p99 ms':>9}{'errors':>8}")
     for name, row in (("floor (1-row DRF)", floor), ("POST /memories", ours)):
@@ -123,7 +163,14 @@ def main() -> None:
             f"{row['errors']:>8}"
         )
     print(f"ours / floor = {ratio} (aim: 0.60 or more, zero errors)")
-    write_results("ingest", {"floor": floor, "memoriesCreate": ours, "ratioToFloor": ratio})
+    print(f"{'SQL per request':<22}{'statements':>11}{'savepoints':>11}{'transactions':>13}")
+    for name, row in (("floor (1-row DRF)", floor), ("POST /memories", ours)):
+        sql = row["sql"]
+        print(f"{name:<22}{sql['statements']:>11}{sql['savepoints']:>11}{sql['transactions']:>13}")
+    write_results(
+        "ingest",
+        {"floor": floor, "memoriesCreate": ours, "ratioToFloor": ratio},
+    )
 
 
 if __name__ == "__main__":
