@@ -13,6 +13,7 @@ import redis
 from celery import Celery
 from django.db import transaction
 
+from common import publish
 from common.publish import TaskMessage, task_publish, task_publish_on_commit, tasks_publish
 from enrichment.testing import processes
 
@@ -96,6 +97,21 @@ def test_many_messages_go_in_order_through_one_producer(app, queue, monkeypatch)
     assert [m["args"] for m in queued(app, queue)] == [[0], [1], [2], [3], [4]]
     assert len(acquired) == 1
     assert tasks_publish([], app=app) == 0
+
+
+def test_many_messages_go_in_one_redis_pipeline_per_chunk(app, queue, monkeypatch):
+    pushes = []  # per pipeline executed: how many messages it pushed
+    execute = redis.client.Pipeline.execute
+
+    def counting_execute(self, *args, **kwargs):
+        pushes.append(sum(1 for command in self.command_stack if command[0][0] == "LPUSH"))
+        return execute(self, *args, **kwargs)
+
+    monkeypatch.setattr(redis.client.Pipeline, "execute", counting_execute)
+    count = 2 * publish.CHUNK + 5
+    assert tasks_publish([TaskMessage(TASK, [n], queue) for n in range(count)], app=app) == count
+    assert [m["args"][0] for m in queued(app, queue)] == list(range(count))
+    assert [n for n in pushes if n] == [publish.CHUNK, publish.CHUNK, 5]
 
 
 def test_a_broker_outage_is_logged_and_answered_false_never_raised(caplog):
