@@ -1,7 +1,7 @@
 """Ingest benchmark: POST /api/v1/memories (JWT + Idempotency-Key) under gunicorn (2 workers) on
 PostgreSQL, beside a minimal DRF endpoint that inserts one row, in the same run.
 
-    .venv/bin/python bench/ingest.py [--requests 3000] [--concurrency 16]
+    .venv/bin/python bench/ingest.py [--requests 3000] [--concurrency 16] [--rounds 6]
 
 A bounded load generator on loopback: a fixed number of requests from a fixed number of
 keep-alive connections (threads); it stops by itself. Not a test. Afterwards both endpoints'
@@ -64,11 +64,20 @@ def load(port: int, path: str, token: str, *, requests: int, concurrency: int, i
     for thread in threads:
         thread.join()
     wall = time.perf_counter() - started
+    return {"path": path, "concurrency": concurrency, "latencies": latencies, "errors": errors,
+            "wall": wall}  # fmt: skip
+
+
+def summary(runs: list[dict]) -> dict:
+    """The figures of one endpoint over its slices of the run."""
+    latencies = [value for run in runs for value in run["latencies"]]
+    errors = [code for run in runs for code in run["errors"]]
+    wall = sum(run["wall"] for run in runs)
     return {
-        "path": path,
-        "requests": requests,
-        "concurrency": concurrency,
-        "requestsPerSecond": round(requests / wall, 1),
+        "path": runs[0]["path"],
+        "requests": len(latencies),
+        "concurrency": runs[0]["concurrency"],
+        "requestsPerSecond": round(len(latencies) / wall, 1),
         "p50Ms": round(statistics.median(latencies) * 1000, 1),
         "p99Ms": round(percentile(latencies, 0.99) * 1000, 1),
         "errors": len(errors),
@@ -118,6 +127,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--requests", type=int, default=3000)
     parser.add_argument("--concurrency", type=int, default=16)
+    parser.add_argument("--rounds", type=int, default=6, help="alternating slices per endpoint")
     args = parser.parse_args()
 
     env = bench_env(
@@ -144,14 +154,19 @@ def main() -> None:
         # Warm both endpoints (imports, connections) before measuring.
         for path, idem in (("/bench/floor", False), ("/api/v1/memories", True)):
             load(port, path, token, requests=100, concurrency=4, idem=idem)
-        floor = load(
-            port, "/bench/floor", token,
-            requests=args.requests, concurrency=args.concurrency, idem=False,
-        )  # fmt: skip
-        ours = load(
-            port, "/api/v1/memories", token,
-            requests=args.requests, concurrency=args.concurrency, idem=True,
-        )  # fmt: skip
+        # Alternate slices of the two loads, so that a change in the machine's other load
+        # (it is shared) falls on both alike and the ratio stays a same-run ratio.
+        floor_runs, our_runs = [], []
+        for _ in range(args.rounds):
+            floor_runs.append(load(
+                port, "/bench/floor", token,
+                requests=args.requests // args.rounds, concurrency=args.concurrency, idem=False,
+            ))  # fmt: skip
+            our_runs.append(load(
+                port, "/api/v1/memories", token,
+                requests=args.requests // args.rounds, concurrency=args.concurrency, idem=True,
+            ))  # fmt: skip
+        floor, ours = summary(floor_runs), summary(our_runs)
     finally:
         web.stop()
     floor["sql"] = sql_per_request(token, "/bench/floor", idem=False)
