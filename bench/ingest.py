@@ -1,10 +1,11 @@
 """Ingest benchmark: POST /api/v1/memories (JWT + Idempotency-Key) under gunicorn (2 workers) on
 PostgreSQL, beside a minimal DRF endpoint that inserts one row, in the same run.
 
-    .venv/bin/python bench/ingest.py [--requests 3000] [--concurrency 16]
+    .venv/bin/python bench/ingest.py [--requests 3000] [--concurrency 16] [--rounds 6]
 
 A bounded load generator on loopback: a fixed number of requests from a fixed number of
-keep-alive connections (threads); it stops by itself. Not a test.
+keep-alive connections (threads); it stops by itself. Not a test. Afterwards both endpoints'
+SQL is counted in this process (statements, savepoints, transactions per request).
 """
 
 from __future__ import annotations
@@ -63,11 +64,20 @@ def load(port: int, path: str, token: str, *, requests: int, concurrency: int, i
     for thread in threads:
         thread.join()
     wall = time.perf_counter() - started
+    return {"path": path, "concurrency": concurrency, "latencies": latencies, "errors": errors,
+            "wall": wall}  # fmt: skip
+
+
+def summary(runs: list[dict]) -> dict:
+    """The figures of one endpoint over its slices of the run."""
+    latencies = [value for run in runs for value in run["latencies"]]
+    errors = [code for run in runs for code in run["errors"]]
+    wall = sum(run["wall"] for run in runs)
     return {
-        "path": path,
-        "requests": requests,
-        "concurrency": concurrency,
-        "requestsPerSecond": round(requests / wall, 1),
+        "path": runs[0]["path"],
+        "requests": len(latencies),
+        "concurrency": runs[0]["concurrency"],
+        "requestsPerSecond": round(len(latencies) / wall, 1),
         "p50Ms": round(statistics.median(latencies) * 1000, 1),
         "p99Ms": round(percentile(latencies, 0.99) * 1000, 1),
         "errors": len(errors),
@@ -75,10 +85,49 @@ def load(port: int, path: str, token: str, *, requests: int, concurrency: int, i
     }
 
 
+def sql_per_request(token: str, path: str, *, idem: bool, requests: int = 50) -> dict:
+    """What one POST to `path` costs in SQL, counted in this process through Django's test
+    client (the code path gunicorn runs), averaged over `requests` creates: statements (of them
+    savepoints) and transactions (atomic blocks committed, plus statements run in autocommit)."""
+    from django.db import connection
+    from rest_framework.test import APIClient
+
+    client = APIClient(HTTP_HOST="127.0.0.1")
+    client.credentials(HTTP_AUTHORIZATION=f"Bearer {token}")
+    counts = {"statements": 0, "savepoints": 0, "transactions": 0}
+    commit = connection.commit
+
+    def counting_commit() -> None:
+        counts["transactions"] += 1
+        commit()
+
+    def counting_execute(execute, sql, params, many, context):
+        counts["statements"] += 1
+        if sql.lstrip().upper().startswith(("SAVEPOINT", "RELEASE SAVEPOINT")):
+            counts["savepoints"] += 1
+        if not context["connection"].in_atomic_block:
+            counts["transactions"] += 1
+        return execute(sql, params, many, context)
+
+    connection.commit = counting_commit
+    try:
+        with connection.execute_wrapper(counting_execute):
+            for i in range(requests):
+                headers = {"HTTP_IDEMPOTENCY_KEY": f"count-{uuid.uuid4().hex}"} if idem else {}
+                body = {"textContent": f"Statement count memory {i}", "type": "note"}
+                response = client.post(path, body, format="json", **headers)
+                if response.status_code != 201:
+                    raise RuntimeError(f"{path} answered {response.status_code}")
+    finally:
+        del connection.commit
+    return {name: round(value / requests, 2) for name, value in counts.items()}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--requests", type=int, default=3000)
     parser.add_argument("--concurrency", type=int, default=16)
+    parser.add_argument("--rounds", type=int, default=6, help="alternating slices per endpoint")
     args = parser.parse_args()
 
     env = bench_env(
@@ -105,16 +154,23 @@ def main() -> None:
         # Warm both endpoints (imports, connections) before measuring.
         for path, idem in (("/bench/floor", False), ("/api/v1/memories", True)):
             load(port, path, token, requests=100, concurrency=4, idem=idem)
-        floor = load(
-            port, "/bench/floor", token,
-            requests=args.requests, concurrency=args.concurrency, idem=False,
-        )  # fmt: skip
-        ours = load(
-            port, "/api/v1/memories", token,
-            requests=args.requests, concurrency=args.concurrency, idem=True,
-        )  # fmt: skip
+        # Alternate slices of the two loads, so that a change in the machine's other load
+        # (it is shared) falls on both alike and the ratio stays a same-run ratio.
+        floor_runs, our_runs = [], []
+        for _ in range(args.rounds):
+            floor_runs.append(load(
+                port, "/bench/floor", token,
+                requests=args.requests // args.rounds, concurrency=args.concurrency, idem=False,
+            ))  # fmt: skip
+            our_runs.append(load(
+                port, "/api/v1/memories", token,
+                requests=args.requests // args.rounds, concurrency=args.concurrency, idem=True,
+            ))  # fmt: skip
+        floor, ours = summary(floor_runs), summary(our_runs)
     finally:
         web.stop()
+    floor["sql"] = sql_per_request(token, "/bench/floor", idem=False)
+    ours["sql"] = sql_per_request(token, "/api/v1/memories", idem=True)
     ratio = round(ours["requestsPerSecond"] / floor["requestsPerSecond"], 2)
     print(f"{'endpoint':<22}{'req/s':>9}{'p50 ms':>9}{'p99 ms':>9}{'errors':>8}")
     for name, row in (("floor (1-row DRF)", floor), ("POST /memories", ours)):
@@ -123,7 +179,14 @@ def main() -> None:
             f"{row['errors']:>8}"
         )
     print(f"ours / floor = {ratio} (aim: 0.60 or more, zero errors)")
-    write_results("ingest", {"floor": floor, "memoriesCreate": ours, "ratioToFloor": ratio})
+    print(f"{'SQL per request':<22}{'statements':>11}{'savepoints':>11}{'transactions':>13}")
+    for name, row in (("floor (1-row DRF)", floor), ("POST /memories", ours)):
+        sql = row["sql"]
+        print(f"{name:<22}{sql['statements']:>11}{sql['savepoints']:>11}{sql['transactions']:>13}")
+    write_results(
+        "ingest",
+        {"floor": floor, "memoriesCreate": ours, "ratioToFloor": ratio},
+    )
 
 
 if __name__ == "__main__":

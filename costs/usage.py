@@ -220,21 +220,29 @@ def usage_cost_change(*, user_id: int, day: dt.date, cost_change_cents: Decimal)
 
 def usage_record_memory_created(*, user) -> None:
     """Count one new memory for `user` today, or raise LimitExceededError (429) when the daily
-    memory limit is reached. Call it inside the creating transaction, before the insert: the
-    count and the check are one conditional UPDATE, so concurrent creates cannot pass the limit,
-    and a failed create takes its count back with it."""
+    memory limit is reached. It runs in the creating transaction (memory_create calls it before
+    the insert): the count and the check are one conditional UPDATE, so concurrent creates cannot
+    pass the limit, and a failed create takes its count back with it. The UPDATE returns the new
+    count, so reaching the limit is noticed without another read."""
     user_id = getattr(user, "pk", user)
     limit = user_limits(user)[0]
     day = today()
-    if not limit:
-        _usage_add(user_id, day, memories_created=F("memories_created") + 1)
-        return
-    if not _usage_add(
-        user_id,
-        day,
-        condition=Q(memories_created__lt=limit),
-        memories_created=F("memories_created") + 1,
-    ):
+    sql = (
+        f"UPDATE {UserUsage._meta.db_table} SET memories_created = memories_created + 1 "  # noqa: S608
+        "WHERE user_id = %s AND day = %s"
+        + (" AND memories_created < %s" if limit else "")
+        + " RETURNING memories_created"
+    )
+    params = [user_id, day, limit] if limit else [user_id, day]
+    for attempt in range(2):
+        with connection.cursor() as cursor:
+            cursor.execute(sql, params)
+            counted = cursor.fetchone()
+        if counted is not None or attempt:
+            break
+        # The row may be missing, or created by another request just after our UPDATE looked.
+        UserUsage.objects.bulk_create([UserUsage(user_id=user_id, day=day)], ignore_conflicts=True)
+    if counted is None:
         wait = seconds_until_reset()
         resets_at = next_reset().astimezone(dt.UTC).isoformat().replace("+00:00", "Z")
         raise LimitExceededError(
@@ -248,5 +256,5 @@ def usage_record_memory_created(*, user) -> None:
             },
             headers={"Retry-After": str(wait)},
         )
-    if UserUsage.objects.filter(user_id=user_id, day=day, memories_created__gte=limit).exists():
+    if limit and counted[0] >= limit:
         _notify(user_id, day, "memories")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from django.db import transaction
 from drf_spectacular.utils import (
     OpenApiParameter,
     OpenApiResponse,
@@ -98,8 +99,10 @@ class MemoryListCreateApi(APIView):
             return status.HTTP_201_CREATED, MemorySerializer(memory).data
 
         if key is None:
-            code, body = create()
+            with transaction.atomic():  # one transaction; in an outer one, a savepoint of ours
+                code, body = create()
             return Response(body, status=code)
+        # The key's lock, the create and the stored answer: one transaction.
         stored, replayed = idempotent_execute(
             user=request.user,
             key=key,

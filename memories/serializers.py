@@ -5,11 +5,17 @@ from rest_framework import serializers
 
 from common.serializers import QuerySerializer, StrictCharField, StrictSerializer
 
-from .models import EnrichmentStatus, Memory, MemoryType
+from .models import EnrichmentStatus, MemoryType
 
 
-class MemorySerializer(serializers.ModelSerializer):
+# A plain Serializer with every field declared, as the ModelSerializer it replaces built them (the
+# same wire shape and schema) but once per class instead of once per instance: it answers every
+# create.
+class MemorySerializer(serializers.Serializer):
+    id = serializers.UUIDField(read_only=True)
     textContent = serializers.CharField(source="text_content")  # noqa: N815
+    type = serializers.ChoiceField(choices=MemoryType.choices, read_only=True)
+    category = serializers.CharField(read_only=True)
     tags = serializers.ListField(child=serializers.CharField())
     enrichmentStatus = serializers.ChoiceField(  # noqa: N815
         source="enrichment_status", choices=EnrichmentStatus.choices
@@ -17,21 +23,6 @@ class MemorySerializer(serializers.ModelSerializer):
     createdAt = serializers.DateTimeField(source="created_at")  # noqa: N815
     updatedAt = serializers.DateTimeField(source="updated_at")  # noqa: N815
     enrichedAt = serializers.DateTimeField(source="enriched_at", allow_null=True)  # noqa: N815
-
-    class Meta:
-        model = Memory
-        fields = [
-            "id",
-            "textContent",
-            "type",
-            "category",
-            "tags",
-            "enrichmentStatus",
-            "createdAt",
-            "updatedAt",
-            "enrichedAt",
-        ]
-        read_only_fields = fields
 
 
 def _text_field(**kwargs) -> StrictCharField:

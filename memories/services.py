@@ -28,7 +28,7 @@ def _announce(memory: Memory, *, created: bool = False) -> None:
     memory_text_changed.send(sender=Memory, memory=memory, created=created)
 
 
-@transaction.atomic
+@transaction.atomic(savepoint=False)
 def memory_create(
     *,
     user,
@@ -36,7 +36,12 @@ def memory_create(
     type: str,  # noqa: A002
     memory_id: uuid.UUID | None = None,
 ) -> Memory:
-    """`memory_id`: a client-chosen id (offline sync); a new UUID when absent."""
+    """`memory_id`: a client-chosen id (offline sync); a new UUID when absent.
+
+    Its own transaction, or part of the caller's (no savepoint: a create that fails fails the
+    caller's transaction with it): the usage count, the memory, the tally and, through
+    `memory_text_changed`, the enrichment job are written together; the job's task is sent on
+    commit."""
     # Counts today's memory or raises LimitExceededError (429); rolled back with a failed create.
     # Lock order for every writer: the user's usage row first, then the memory tally.
     usage_record_memory_created(user=user)

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import datetime as dt
 
-from django.db import transaction
-from django.db.models import F, Sum
+from django.db import connection, transaction
+from django.db.models import Sum
 
 from common.clock import day_start, today
 
@@ -17,15 +17,27 @@ FIELDS = ("created", "deleted", "deleted_same_day", "embeddings_added", "embeddi
 
 def tally_add(*, user_id: int, **increments: int) -> None:
     """Add to today's row of the user's shard (created if missing), in the caller's
-    transaction."""
-    key = {"day": today(), "shard": user_id % MemoryTally.SHARDS}
-    changes = {name: F(name) + value for name, value in increments.items() if value}
+    transaction. One UPDATE on a normal day (written in SQL: it runs on every create, and the
+    ORM's UPDATE costs more than the statement itself)."""
+    changes = {name: value for name, value in increments.items() if value}
     if not changes:
         return
-    rows = MemoryTally.objects.filter(**key)
-    if not rows.update(**changes):
-        MemoryTally.objects.bulk_create([MemoryTally(**key)], ignore_conflicts=True)
-        rows.update(**changes)
+    if unknown := set(changes) - set(FIELDS):
+        raise ValueError(f"not tally fields: {sorted(unknown)}")
+    day, shard = today(), user_id % MemoryTally.SHARDS
+    sql = (
+        f"UPDATE {MemoryTally._meta.db_table} SET "  # noqa: S608 - names checked against FIELDS
+        + ", ".join(f"{name} = {name} + %s" for name in changes)
+        + " WHERE day = %s AND shard = %s"
+    )
+    params = [*changes.values(), day, shard]
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        if cursor.rowcount:
+            return
+        # The first change of the day on this shard: create the row (or find another request's).
+        MemoryTally.objects.bulk_create([MemoryTally(day=day, shard=shard)], ignore_conflicts=True)
+        cursor.execute(sql, params)
 
 
 def tally_add_many(counts: dict[int, int], *, field: str) -> None:

@@ -1,5 +1,8 @@
+from __future__ import annotations
+
 import datetime as dt
 import threading
+import uuid
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -10,6 +13,7 @@ from common.testing import assert_error
 from conftest import client_for
 from memories.idempotency import idempotency_keys_purge
 from memories.models import IdempotencyKey, Memory
+from memories.services import memory_text_changed
 
 URL = "/api/v1/memories"
 BODY = {"textContent": "Parked on level 3", "type": "note"}
@@ -143,3 +147,180 @@ def test_many_identical_requests_at_once_create_exactly_one_memory(user, enrichm
     # Every client that retries after a 409 gets the one memory back.
     final = post(client_for(user), key="race-key")
     assert final["Idempotent-Replayed"] == "true" and final.json()["id"] == memory_id
+
+
+# --- the key is claimed inside the create transaction ---------------------------------------------
+
+IN_FLIGHT = {
+    "code": "conflict",
+    "message": "A request with this Idempotency-Key is still in progress; retry shortly.",
+    "details": {"Idempotency-Key": ["in flight"]},
+}
+
+
+class Held:
+    """Holds the first create of BODY inside its transaction (after the memory, its usage count,
+    tally and enrichment job are written, before the stored answer) until released."""
+
+    def __init__(self) -> None:
+        self.inside = threading.Event()
+        self.release = threading.Event()
+        self.backend_pid: int | None = None
+
+    def __call__(self, sender, memory, **kwargs) -> None:
+        if memory.text_content == BODY["textContent"] and not self.inside.is_set():
+            self.backend_pid = connection.connection.info.backend_pid
+            self.inside.set()
+            assert self.release.wait(30)
+
+    def __enter__(self) -> Held:
+        memory_text_changed.connect(self, dispatch_uid="idempotency-test-hold")
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.release.set()
+        memory_text_changed.disconnect(dispatch_uid="idempotency-test-hold")
+
+
+def post_from_thread(user, key="key-1"):
+    """A keyed create from another thread, on its own database connection."""
+
+    def run():
+        try:
+            return post(client_for(user), key=key)
+        finally:
+            connection.close()
+
+    pool = ThreadPoolExecutor(max_workers=1)
+    future = pool.submit(run)
+    pool.shutdown(wait=False)
+    return future
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_a_repeat_while_the_first_is_inside_its_transaction_is_409_then_replays(
+    user, enrichment_paused
+):
+    with Held() as held:
+        first = post_from_thread(user)
+        assert held.inside.wait(30)
+        repeat = post(client_for(user))
+        assert assert_error(repeat, 409) == IN_FLIGHT
+        assert repeat["Retry-After"] == "1"
+        held.release.set()
+        created = first.result(timeout=30)
+    assert created.status_code == 201 and not created.has_header("Idempotent-Replayed")
+    replay = post(client_for(user))
+    assert replay.status_code == 201 and replay["Idempotent-Replayed"] == "true"
+    assert replay.json() == created.json()
+    assert Memory.objects.count() == 1
+    stored = IdempotencyKey.objects.get()
+    assert stored.state == IdempotencyKey.State.COMPLETED
+    assert (stored.response_status, stored.response_body) == (201, created.json())
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_a_different_body_is_422_even_while_the_first_is_in_flight_once_stored(
+    user, enrichment_paused
+):
+    """While the first runs nothing is stored, so another body waits its turn (409); once the
+    first is stored, the other body is refused (422)."""
+    with Held() as held:
+        first = post_from_thread(user)
+        assert held.inside.wait(30)
+        other = post(client_for(user), {"textContent": "Another text", "type": "note"})
+        assert assert_error(other, 409) == IN_FLIGHT
+        held.release.set()
+        assert first.result(timeout=30).status_code == 201
+    other = post(client_for(user), {"textContent": "Another text", "type": "note"})
+    assert_error(other, 422, "unprocessable")
+    assert Memory.objects.count() == 1
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_a_create_that_fails_mid_transaction_leaves_nothing_and_a_retry_creates_once(
+    user, enrichment_paused
+):
+    from costs.models import UserUsage
+    from enrichment.models import EnrichmentJob
+    from memories.tally import tally_counts
+
+    def fail(sender, memory, **kwargs) -> None:
+        raise RuntimeError("the process fails after the memory and its job are written")
+
+    memory_text_changed.connect(fail, dispatch_uid="idempotency-test-fail")
+    try:
+        assert_error(post(client_for(user)), 500, "server_error")
+    finally:
+        memory_text_changed.disconnect(dispatch_uid="idempotency-test-fail")
+    assert not IdempotencyKey.objects.exists()
+    assert not Memory.objects.exists()
+    assert not EnrichmentJob.objects.exists()
+    assert UserUsage.objects.filter(user=user, memories_created__gt=0).count() == 0
+    assert tally_counts()["memories"] == 0
+
+    retry = post(client_for(user))
+    assert retry.status_code == 201 and not retry.has_header("Idempotent-Replayed")
+    assert post(client_for(user)).json() == retry.json()
+    assert Memory.objects.count() == EnrichmentJob.objects.count() == 1
+    assert UserUsage.objects.get(user=user).memories_created == 1
+    assert tally_counts()["memories"] == 1
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_a_request_whose_connection_dies_mid_create_frees_its_key_at_once(user, enrichment_paused):
+    from enrichment.testing.processes import wait_until
+
+    with Held() as held:
+        first = post_from_thread(user)
+        assert held.inside.wait(30)
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_terminate_backend(%s)", [held.backend_pid])
+
+        def gone() -> bool:
+            with connection.cursor() as cursor:
+                cursor.execute("SELECT 1 FROM pg_stat_activity WHERE pid = %s", [held.backend_pid])
+                return cursor.fetchone() is None
+
+        wait_until(gone, timeout=30, what="the killed backend to exit")
+        retry = post(client_for(user))  # no 409: the dead transaction took its lock with it
+        held.release.set()
+        assert first.result(timeout=30).status_code in (500, 503)  # its connection is gone
+    assert retry.status_code == 201 and not retry.has_header("Idempotent-Replayed")
+    assert Memory.objects.count() == 1
+    assert Memory.objects.get().pk == uuid.UUID(retry.json()["id"])
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_a_keyed_create_is_one_transaction_without_savepoints(user, enrichment_paused):
+    client = client_for(user)
+    post(client, key="warm-up")  # today's usage and tally rows exist, as on a busy day
+    statements: list[tuple[str, bool]] = []
+    commits = []
+    commit = connection.commit
+
+    def record(execute, sql, params, many, context):
+        statements.append((sql.lstrip().upper(), context["connection"].in_atomic_block))
+        return execute(sql, params, many, context)
+
+    connection.commit = lambda: commits.append(1) or commit()
+    try:
+        with connection.execute_wrapper(record):
+            response = post(client, key="counted")
+    finally:
+        del connection.commit
+    assert response.status_code == 201
+    assert len(commits) == 1
+    assert not [sql for sql, _ in statements if "SAVEPOINT" in sql]
+    in_transaction = [sql for sql, atomic in statements if atomic]
+    assert in_transaction[0].startswith("SELECT PG_TRY_ADVISORY_XACT_LOCK")
+    assert in_transaction[-1].startswith("INSERT INTO MEMORIES_IDEMPOTENCYKEY")
+    # The lock and stored answer, the usage count, the memory, the tally, the job: one each.
+    assert len(in_transaction) == 6
+    # Outside the transaction only authentication reads the user.
+    assert len(statements) - len(in_transaction) == 1

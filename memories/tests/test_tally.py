@@ -56,3 +56,16 @@ def test_postgres_has_a_trigram_index_for_text_search():
         cursor.execute("SELECT indexdef FROM pg_indexes WHERE indexname = 'memory_text_trgm'")
         (definition,) = cursor.fetchone()
     assert "gin_trgm_ops" in definition
+
+
+def test_it_adds_to_the_shards_row_and_refuses_a_name_that_is_not_a_tally_field(user):
+    from memories.models import MemoryTally
+    from memories.tally import tally_add
+
+    tally_add(user_id=user.pk, created=2, deleted=0)  # the day's first: the row is created
+    tally_add(user_id=user.pk, created=1, embeddings_added=3)
+    row = MemoryTally.objects.get(shard=user.pk % MemoryTally.SHARDS)
+    assert (row.created, row.deleted, row.embeddings_added) == (3, 0, 3)
+    with pytest.raises(ValueError, match="not tally fields"):
+        tally_add(user_id=user.pk, created=1, **{"created = 0 --": 1})
+    assert MemoryTally.objects.get(pk=row.pk).created == 3
