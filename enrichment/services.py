@@ -19,13 +19,13 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
-from celery import current_app
 from django.conf import settings
 from django.db import IntegrityError, connection, transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
 from common.metrics import ENRICHMENT_JOB_DURATION, ENRICHMENT_RETRIES
+from common.publish import TaskMessage, task_publish, tasks_publish
 from costs import budget, metering
 from costs.breaker import provider_breaker_quiet_sql
 from memories.models import EnrichmentStatus, Memory
@@ -84,16 +84,19 @@ def job_create_for_memory(*, memory: Memory, created: bool = False) -> Enrichmen
 def job_dispatch(*, job_id: int, countdown: float | None = None) -> bool:
     """Send the job's task (after `countdown` seconds). If the broker is unreachable the job
     stays waiting and the sweep sends it later; the caller never fails because of the broker."""
-    try:
-        options = {"countdown": countdown} if countdown else {}
-        current_app.send_task(PROCESS_TASK, args=[job_id], queue=Queue.ENRICHMENT, **options)
-    except Exception as exc:  # noqa: BLE001 - any broker failure means "the sweep will do it"
-        logger.warning(
-            "broker unreachable, job %s left for the sweep: %s", job_id, type(exc).__name__
-        )
-        EnrichmentJob.objects.filter(pk=job_id).update(dispatched_at=None)
-        return False
-    return True
+    if task_publish(PROCESS_TASK, [job_id], Queue.ENRICHMENT, countdown=countdown):
+        return True
+    EnrichmentJob.objects.filter(pk=job_id).update(dispatched_at=None)
+    return False
+
+
+def jobs_dispatch(*, job_ids: list[int]) -> int:
+    """Send many jobs' tasks over one broker connection (the sweep); the ones not sent stay
+    waiting for the next sweep. Returns how many were sent."""
+    sent = tasks_publish([TaskMessage(PROCESS_TASK, [pk], Queue.ENRICHMENT) for pk in job_ids])
+    if sent < len(job_ids):
+        EnrichmentJob.objects.filter(pk__in=job_ids[sent:]).update(dispatched_at=None)
+    return sent
 
 
 # --- the sweep ----------------------------------------------------------------------------------
@@ -174,14 +177,17 @@ def jobs_sweep(
     requeued, failed = jobs_requeue_expired(now=now)
     dispatched = 0
     if settings.ENRICHMENT_WORKER_ENABLED:
-        for pk, status, dispatched_at in jobs_due(
-            now=now, limit=limit or settings.ENRICHMENT_BATCH_SIZE, jobs=jobs
-        ):
+        claimed = [
+            pk
+            for pk, status, dispatched_at in jobs_due(
+                now=now, limit=limit or settings.ENRICHMENT_BATCH_SIZE, jobs=jobs
+            )
             # Compare-and-set, so two sweeps running at once send each job once.
             if EnrichmentJob.objects.filter(
                 pk=pk, status=status, dispatched_at=dispatched_at
-            ).update(dispatched_at=now):
-                dispatched += job_dispatch(job_id=pk)
+            ).update(dispatched_at=now)
+        ]
+        dispatched = jobs_dispatch(job_ids=claimed)
     result = SweepResult(dispatched, requeued, failed, expired)
     log = logger.info if dispatched or requeued or failed or expired else logger.debug
     log("sweep: %s", result)

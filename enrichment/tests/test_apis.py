@@ -1,4 +1,5 @@
 import pytest
+from celery import current_app
 from django.core.management import call_command
 from django.utils import timezone
 
@@ -44,10 +45,9 @@ def test_the_status_reports_queue_and_live_workers(staff_api, api):
 
 
 def test_it_runs_the_sweep_and_answers_the_reference_message(staff_api, api, monkeypatch):
-    from enrichment import services
 
     sent = []
-    monkeypatch.setattr(services.current_app, "send_task", lambda n, args, queue: sent.append(1))
+    monkeypatch.setattr(current_app, "send_task", lambda n, args, queue, **kw: sent.append(1))
     api.post("/api/v1/memories", {"textContent": "x"}, "json")
     EnrichmentJob.objects.update(dispatched_at=None)
     body = staff_api.post(TRIGGER).json()

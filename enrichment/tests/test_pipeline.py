@@ -5,6 +5,7 @@ from __future__ import annotations
 from decimal import Decimal
 
 import pytest
+from celery import current_app
 from django.db.models import Sum
 
 from conftest import client_for
@@ -141,7 +142,7 @@ def test_a_memory_created_while_the_broker_is_down_is_enriched_by_the_sweep(
 
     api = client_for(user)
     with monkeypatch.context() as patch:
-        patch.setattr(services.current_app, "send_task", broker_down)
+        patch.setattr(current_app, "send_task", broker_down)
         response = api.post("/api/v1/memories", {"textContent": "Broker is down"}, "json")
     assert response.status_code == 201
     memory_id = response.json()["id"]

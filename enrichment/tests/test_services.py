@@ -7,6 +7,7 @@ from decimal import Decimal as D
 
 import pytest
 import time_machine
+from celery import current_app
 from django.db import transaction
 from django.utils import timezone
 
@@ -40,7 +41,7 @@ def test_creating_a_memory_creates_a_pending_job_and_dispatches_it_on_commit(
 ):
     sent = []
     monkeypatch.setattr(
-        services.current_app, "send_task", lambda name, args, queue: sent.append((name, args))
+        current_app, "send_task", lambda name, args, queue, **kw: sent.append((name, args))
     )
     with django_capture_on_commit_callbacks(execute=True):
         job = new_job(user)
@@ -261,7 +262,7 @@ def test_the_sweep_dispatches_normal_before_deferred_up_to_the_batch(user, setti
     settings.ENRICHMENT_BATCH_SIZE = 3
     sent = []
     monkeypatch.setattr(
-        services.current_app, "send_task", lambda name, args, queue: sent.append(args[0])
+        current_app, "send_task", lambda name, args, queue, **kw: sent.append(args[0])
     )
     deferred = [new_job(user, f"d{i}") for i in range(2)]
     EnrichmentJob.objects.filter(pk__in=[j.pk for j in deferred]).update(

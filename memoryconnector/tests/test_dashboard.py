@@ -172,7 +172,9 @@ def test_trigger_runs_the_sweep_and_dispatches_due_jobs(staff_client, user, monk
 
     jobs(user, pending=2)
     sent = []
-    monkeypatch.setattr(services, "job_dispatch", lambda *, job_id: sent.append(job_id) or True)
+    monkeypatch.setattr(
+        services, "jobs_dispatch", lambda *, job_ids: sent.extend(job_ids) or len(job_ids)
+    )
 
     page = staff_client.post(BUTTONS["trigger"], follow=True).content.decode()
 
