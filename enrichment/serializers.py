@@ -2,6 +2,8 @@
 
 from rest_framework import serializers
 
+from costs.serializers import CentsField
+
 
 class LiveWorkerSerializer(serializers.Serializer):
     hostname = serializers.CharField()
@@ -54,10 +56,44 @@ class ReembeddingSerializer(serializers.Serializer):
     )
 
 
+class BatchSerializer(serializers.Serializer):
+    id = serializers.IntegerField()
+    providerBatchId = serializers.CharField(allow_blank=True)  # noqa: N815
+    status = serializers.CharField()
+    providerStatus = serializers.CharField(allow_blank=True)  # noqa: N815
+    purpose = serializers.CharField()
+    model = serializers.CharField()
+    items = serializers.IntegerField()
+    requestsCompleted = serializers.IntegerField()  # noqa: N815
+    requestsFailed = serializers.IntegerField()  # noqa: N815
+    estimateCents = CentsField(help_text="Held for its items at the batch prices.")  # noqa: N815
+    error = serializers.CharField(allow_blank=True)
+    createdAt = serializers.DateTimeField()  # noqa: N815
+    submittedAt = serializers.DateTimeField(allow_null=True)  # noqa: N815
+    expiresAt = serializers.DateTimeField(allow_null=True)  # noqa: N815
+    lastPolledAt = serializers.DateTimeField(allow_null=True)  # noqa: N815
+    finishedAt = serializers.DateTimeField(allow_null=True)  # noqa: N815
+
+
+class FinishedBatchSerializer(BatchSerializer):
+    outcomes = serializers.DictField(
+        child=serializers.IntegerField(), help_text="Items per outcome (applied, released, ...)."
+    )
+    costCents = CentsField(help_text="What its answers cost, at the batch prices.")  # noqa: N815
+
+
+class BatchApiSerializer(serializers.Serializer):
+    open = BatchSerializer(many=True, help_text="Batches not finished yet.")
+    openItems = serializers.IntegerField()  # noqa: N815
+    heldCents = CentsField(help_text="Budget held by the open batches' items.")  # noqa: N815
+    recent = FinishedBatchSerializer(many=True, help_text="The last finished batches.")
+
+
 class WorkerStatusSerializer(serializers.Serializer):
     worker = WorkerSerializer()
     queue = QueueSerializer()
     reembedding = ReembeddingSerializer()
+    batchApi = BatchApiSerializer(help_text="OpenAI Batch API batches.")  # noqa: N815
     timestamp = serializers.DateTimeField()
 
 

@@ -93,3 +93,26 @@ def test_enrich_for_one_memory_and_retry_failed(api, capsys):
     out = capsys.readouterr().out
     assert "Queued 1 failed job(s) again." in out
     assert "1 completed" in out
+
+
+def test_the_status_lists_the_batch_api_batches(staff_api):
+    from decimal import Decimal
+
+    from enrichment.models import AIBatch, BatchStatus
+
+    AIBatch.objects.create(
+        status=BatchStatus.OPEN, model="text-embedding-3-small", provider_batch_id="batch_1",
+        provider_status="in_progress", item_count=3, estimate_cents=Decimal("0.000150"),
+    )  # fmt: skip
+    AIBatch.objects.create(
+        status=BatchStatus.FAILED, model="text-embedding-3-small", item_count=2,
+        finished_at=timezone.now(),
+    )  # fmt: skip
+    body = staff_api.get(STATUS).json()["batchApi"]
+    assert body["openItems"] == 3 and body["heldCents"] == 0.00015
+    assert [(b["providerBatchId"], b["status"], b["items"]) for b in body["open"]] == [
+        ("batch_1", "open", 3)
+    ]
+    assert [(b["status"], b["costCents"], b["outcomes"]) for b in body["recent"]] == [
+        ("failed", 0.0, {})
+    ]
