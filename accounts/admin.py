@@ -3,7 +3,7 @@ from django.contrib.auth.admin import UserAdmin as DjangoUserAdmin
 from django.contrib.auth.forms import UserChangeForm, UserCreationForm
 from rest_framework_simplejwt.token_blacklist.models import BlacklistedToken, OutstandingToken
 
-from common.admin import BigTableAdminMixin
+from common.admin import BigTableAdminMixin, ReadOnlyAdminMixin
 
 from .models import User
 from .services import refresh_tokens_revoke
@@ -50,17 +50,6 @@ class UserAdmin(BigTableAdminMixin, DjangoUserAdmin):
 for _model in (OutstandingToken, BlacklistedToken):
     if admin.site.is_registered(_model):
         admin.site.unregister(_model)
-
-
-class ReadOnlyAdminMixin:
-    def has_add_permission(self, request, obj=None) -> bool:
-        return False
-
-    def has_change_permission(self, request, obj=None) -> bool:
-        return False
-
-    def has_delete_permission(self, request, obj=None) -> bool:
-        return False
 
 
 class RevokedFilter(admin.SimpleListFilter):

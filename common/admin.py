@@ -52,6 +52,20 @@ class CappedCountPaginator(Paginator):
     capped = False
 
 
+class ReadOnlyAdminMixin:
+    """Rows written only by the services: visible to staff, never added, edited or deleted by
+    hand (put it before ModelAdmin)."""
+
+    def has_add_permission(self, request, obj=None) -> bool:
+        return False
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False
+
+    def has_delete_permission(self, request, obj=None) -> bool:
+        return False
+
+
 class BigTableAdminMixin:
     """A changelist that never counts every row of its table."""
 
@@ -112,3 +126,7 @@ class UUIDInputFilter(TextInputFilter):
 
     def clean(self, value: str):
         return uuid.UUID(value)
+
+
+class ReadOnlyBigTableAdmin(ReadOnlyAdminMixin, BigTableAdminMixin, admin.ModelAdmin):
+    """A read-only admin of a big table."""

@@ -12,7 +12,7 @@ from django.contrib.admin.templatetags.admin_list import date_hierarchy
 from django.db.models import Count, Sum
 from django.http import HttpRequest
 
-from common.admin import BigTableAdminMixin, cents_exact, usd
+from common.admin import BigTableAdminMixin, ReadOnlyBigTableAdmin, cents_exact, usd
 from common.clock import today
 
 from . import breaker, budget
@@ -27,19 +27,6 @@ from .models import (
 )
 from .money import ZERO
 from .selectors import percent_of
-
-
-class ReadOnlyAdmin(BigTableAdminMixin, admin.ModelAdmin):
-    """Rows written only by the services: visible, never edited by hand."""
-
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj=None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj=None) -> bool:
-        return False
 
 
 @admin.register(ModelPrice)
@@ -164,7 +151,7 @@ class _BudgetDaysChangeList:
 
 
 @admin.register(AICostRecord)
-class AICostRecordAdmin(ReadOnlyAdmin):
+class AICostRecordAdmin(ReadOnlyBigTableAdmin):
     list_display = [
         "created_at",
         "day",
@@ -284,7 +271,7 @@ class DailyBudgetAdmin(BigTableAdminMixin, admin.ModelAdmin):
 
 
 @admin.register(BudgetReservation)
-class BudgetReservationAdmin(ReadOnlyAdmin):
+class BudgetReservationAdmin(ReadOnlyBigTableAdmin):
     list_display = [
         "id",
         "day",
@@ -304,13 +291,13 @@ class BudgetReservationAdmin(ReadOnlyAdmin):
 
 
 @admin.register(ProviderBreaker)
-class ProviderBreakerAdmin(ReadOnlyAdmin):
+class ProviderBreakerAdmin(ReadOnlyBigTableAdmin):
     list_display = ["name", "state", "since", "consecutive_failures", "probe_expires_at"]
     actions = ["close_breaker"]
 
     def has_change_permission(self, request: HttpRequest, obj=None) -> bool:
         # Needed for the action; the form itself has no editable field.
-        return obj is None and super(ReadOnlyAdmin, self).has_change_permission(request, obj)
+        return obj is None and admin.ModelAdmin.has_change_permission(self, request, obj)
 
     @admin.action(description="Close the provider breaker now")
     def close_breaker(self, request, queryset):
@@ -319,7 +306,7 @@ class ProviderBreakerAdmin(ReadOnlyAdmin):
 
 
 @admin.register(UserUsage)
-class UserUsageAdmin(ReadOnlyAdmin):
+class UserUsageAdmin(ReadOnlyBigTableAdmin):
     list_display = ["day", "user", "memories_created", "enrichments", "cost_cents"]
     list_select_related = ["user"]
     date_hierarchy = "day"

@@ -14,7 +14,13 @@ from django.urls import reverse
 from django.utils.html import format_html
 from django.utils.text import Truncator
 
-from common.admin import BigTableAdminMixin, TextInputFilter, UUIDInputFilter
+from common.admin import (
+    BigTableAdminMixin,
+    ReadOnlyAdminMixin,
+    ReadOnlyBigTableAdmin,
+    TextInputFilter,
+    UUIDInputFilter,
+)
 from memories.admin import UserEmailFilter
 from memories.models import Embedding, Memory
 from memories.services import memory_update
@@ -178,7 +184,7 @@ class MemoryAdmin(BigTableAdminMixin, admin.ModelAdmin):
 
 
 @admin.register(EnrichmentJob)
-class EnrichmentJobAdmin(BigTableAdminMixin, admin.ModelAdmin):
+class EnrichmentJobAdmin(ReadOnlyBigTableAdmin):
     list_display = [
         "id",
         "memory_link",
@@ -243,15 +249,6 @@ class EnrichmentJobAdmin(BigTableAdminMixin, admin.ModelAdmin):
         return Truncator(obj.last_error).chars(ERROR_PREVIEW_CHARS)
 
     # Jobs are written by the pipeline only; staff act on them with the actions.
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj=None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj=None) -> bool:
-        return False
-
     def has_act_permission(self, request: HttpRequest) -> bool:
         return request.user.has_perm("enrichment.change_enrichmentjob")
 
@@ -305,7 +302,7 @@ class BatchIdFilter(TextInputFilter):
 
 
 @admin.register(AIBatch)
-class AIBatchAdmin(admin.ModelAdmin):
+class AIBatchAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     """Batches sent to OpenAI's Batch API: read-only, written by enrichment.batch_api; staff can
     cancel an open one (the poll then settles what was answered and releases the rest)."""
 
@@ -364,15 +361,6 @@ class AIBatchAdmin(admin.ModelAdmin):
         rows = obj.items.values("state").annotate(count=Count("pk")).order_by("state")
         return ", ".join(f"{row['state']}: {row['count']}" for row in rows) or "-"
 
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj=None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj=None) -> bool:
-        return False
-
     def has_act_permission(self, request: HttpRequest) -> bool:
         return request.user.has_perm("enrichment.change_aibatch")
 
@@ -390,7 +378,7 @@ class AIBatchAdmin(admin.ModelAdmin):
 
 
 @admin.register(AIBatchItem)
-class AIBatchItemAdmin(BigTableAdminMixin, admin.ModelAdmin):
+class AIBatchItemAdmin(ReadOnlyBigTableAdmin):
     list_display = [
         "id",
         "batch_id",
@@ -413,12 +401,3 @@ class AIBatchItemAdmin(BigTableAdminMixin, admin.ModelAdmin):
         "error",
         "finished_at",
     ]
-
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj=None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj=None) -> bool:
-        return False

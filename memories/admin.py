@@ -5,24 +5,10 @@ again" action calls the enrichment services and this app never imports enrichmen
 from __future__ import annotations
 
 from django.contrib import admin
-from django.http import HttpRequest
 
-from common.admin import BigTableAdminMixin, TextInputFilter
+from common.admin import ReadOnlyBigTableAdmin, TextInputFilter
 
 from .models import Embedding, IdempotencyKey
-
-
-class ReadOnlyBigTableAdmin(BigTableAdminMixin, admin.ModelAdmin):
-    """Rows the services write: visible to staff, never edited by hand."""
-
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj=None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj=None) -> bool:
-        return False
 
 
 class UserEmailFilter(TextInputFilter):
