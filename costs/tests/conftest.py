@@ -24,6 +24,22 @@ def _prices(request):
     prices_load()
 
 
+@pytest.fixture(autouse=True)
+def _fresh_estimates():
+    """Each test starts without the output percentiles cached by the one before."""
+    from costs import metering
+
+    metering.output_estimates_forget()
+    yield
+    metering.output_estimates_forget()
+
+
+@pytest.fixture
+def limit(settings):
+    """A day's budget large enough for any test call (1,000 US dollars)."""
+    settings.AI_DAILY_BUDGET_CENTS = Decimal("100000")
+
+
 @pytest.fixture
 def flat_price(db):
     """provider "test", model "flat": 1 cent per input token, 0.5 per cached, 2 per output."""

@@ -26,18 +26,6 @@ from costs.tests.helpers import Tokens
 pytestmark = pytest.mark.django_db
 
 
-@pytest.fixture(autouse=True)
-def _fresh_estimates():
-    metering.output_estimates_forget()
-    yield
-    metering.output_estimates_forget()
-
-
-@pytest.fixture
-def limit(settings):
-    settings.AI_DAILY_BUDGET_CENTS = D("100000")
-
-
 def items(users, *, tokens=10, enrichment=False):
     return [
         metering.Item(

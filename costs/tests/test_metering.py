@@ -17,18 +17,6 @@ from costs.tests.helpers import Tokens, meter_flat, reserve, settle_flat
 pytestmark = pytest.mark.django_db
 
 
-@pytest.fixture(autouse=True)
-def _fresh_estimates():
-    metering.output_estimates_forget()
-    yield
-    metering.output_estimates_forget()
-
-
-@pytest.fixture
-def limit(settings):
-    settings.AI_DAILY_BUDGET_CENTS = D("100000")
-
-
 def test_output_is_reserved_at_the_models_recent_95th_percentile_not_its_cap(flat_price, limit):
     assert metering.output_tokens_estimate(provider="test", model="flat", cap=120) == 120
     for used in [30] * 19 + [40]:
