@@ -360,16 +360,18 @@ def budget_settle_many(*, results: list[SettleRequest]) -> list[Settlement]:
         existing = {
             row.reservation_id: row for row in AICostRecord.objects.filter(reservation_id__in=ids)
         }
-        settlements: list[Settlement | int] = []
+        settlements: list[Settlement] = []
         records: list[AICostRecord] = []
         replaced: list[AICostRecord] = []
         days: dict[dt.date, _DayChange] = {}
         for result in results:
             row = stored.get(result.reservation_id)
             if row is None or row.state == BudgetReservation.State.SETTLED:
-                if result.reservation_id not in existing:
+                # Settled before (or earlier in this call): its own row, nothing new.
+                known = existing.get(result.reservation_id)
+                if known is None:
                     raise ValueError(f"reservation {result.reservation_id} is unknown")
-                settlements.append(result.reservation_id)  # settled before: its own row
+                settlements.append(Settlement(known, ZERO))
                 continue
             quote = price_quote(
                 provider=row.provider, model=result.model, at=now, batch=row.batch_api
@@ -427,6 +429,7 @@ def budget_settle_many(*, results: list[SettleRequest]) -> list[Settlement]:
                 created_at=now,
             )
             records.append(record)
+            existing[row.pk] = record
             settlements.append(Settlement(record, cost - counted))
         BudgetReservation.objects.filter(pk__in=[r.reservation_id for r in records]).update(
             state=BudgetReservation.State.SETTLED, finished_at=now
@@ -448,16 +451,6 @@ def budget_settle_many(*, results: list[SettleRequest]) -> list[Settlement]:
             _day_refresh(day)
             if change.freed:
                 _room_freed(day)
-        if any(isinstance(s, int) for s in settlements):
-            known = {
-                row.reservation_id: row
-                for row in AICostRecord.objects.filter(
-                    reservation_id__in=[s for s in settlements if isinstance(s, int)]
-                )
-            }
-            settlements = [
-                Settlement(known[s], ZERO) if isinstance(s, int) else s for s in settlements
-            ]
     return settlements
 
 

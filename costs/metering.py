@@ -209,6 +209,12 @@ def _hold(
     return hold
 
 
+def _breaker_refusal(items: list[Item]) -> Hold:
+    """Every item refused: the provider breaker is open."""
+    refused = Refused(Refusal.PROVIDER_BREAKER, refusal_until(Refusal.PROVIDER_BREAKER))
+    return Hold(refused=dict.fromkeys((item.key for item in items), refused))
+
+
 def batch_hold(
     *,
     operation: str,
@@ -224,8 +230,7 @@ def batch_hold(
     `batch_release`; `hold_seconds` is how long before the sweep takes it for lost and charges
     its estimate unreconciled (a late settle replaces that charge)."""
     if not breaker.provider_breaker_allow():
-        until = refusal_until(Refusal.PROVIDER_BREAKER)
-        return Hold(refused={item.key: Refused(Refusal.PROVIDER_BREAKER, until) for item in items})
+        return _breaker_refusal(items)
     try:
         return _hold(
             operation=operation, provider=provider, model=model, items=items,
@@ -358,9 +363,7 @@ def meter_batch(
     breaker hears once for the batch: a success if any item was settled (a provider that
     answers is up), else an outage if one failed as such, else nothing."""
     if not breaker_quiet and not breaker.provider_breaker_allow():
-        until = refusal_until(Refusal.PROVIDER_BREAKER)
-        hold = Hold(refused={item.key: Refused(Refusal.PROVIDER_BREAKER, until) for item in items})
-        yield MeteredBatch(hold, items, model)
+        yield MeteredBatch(_breaker_refusal(items), items, model)
         return
     try:
         hold = _hold(

@@ -346,17 +346,17 @@ def _defer(runs: list[_Run], *, until: dt.datetime, reason: str) -> None:
     the provider asked us to wait)."""
     if not runs:
         return
-    ids = list(
-        _all_ours(runs).values_list("pk", flat=True)
-    )  # the claims we still hold, before we give them up
-    EnrichmentJob.objects.filter(pk__in=ids, status=JobStatus.PROCESSING).update(
-        status=JobStatus.DEFERRED,
-        not_before=until,
-        deferred_reason=reason,
-        dispatched_at=None,
-        lease_expires_at=None,
-        attempts=F("attempts") - 1,
-    )
+    with transaction.atomic():
+        # The claims we still hold, locked until they are given up.
+        ids = list(_all_ours(runs).select_for_update().values_list("pk", flat=True))
+        EnrichmentJob.objects.filter(pk__in=ids).update(
+            status=JobStatus.DEFERRED,
+            not_before=until,
+            deferred_reason=reason,
+            dispatched_at=None,
+            lease_expires_at=None,
+            attempts=F("attempts") - 1,
+        )
     memory_ids = [run.job.memory_id for run in runs if run.job.pk in ids]
     memories_enrichment_status_set(memory_ids=memory_ids, status=EnrichmentStatus.DEFERRED)
     for run in runs:
@@ -682,7 +682,7 @@ def jobs_process(
 
 
 def job_process(*, job_id: int, worker: str = "", provider: Provider | None = None) -> str:
-    """Run this one job end to end (`manage.py enrich --inline`, tests); returns what happened:
+    """Run this one job end to end, alone (tests, staff tools); returns what happened:
     completed, deferred, retrying, failed, superseded, cancelled, not_claimed or disabled."""
     outcomes = jobs_process(job_ids=[job_id], more=False, worker=worker, provider=provider)
     return outcomes.get(job_id, "not_claimed")
