@@ -133,17 +133,20 @@ class _Handler(BaseHTTPRequestHandler):
             return self._send(200, {"ok": True})
         if self.path not in ("/v1/chat/completions", "/v1/embeddings"):
             return self._error(404, "not_found")
+        call = {
+            "path": self.path,
+            "authorization": self.headers.get("Authorization", ""),
+            "body": payload,
+            "answer": "ok",  # or the scripted failure (or "400" for a FAIL_MARKER input)
+        }
         with self.state.lock:
-            self.state.calls.append(
-                {
-                    "path": self.path,
-                    "authorization": self.headers.get("Authorization", ""),
-                    "body": payload,
-                }
-            )
+            self.state.calls.append(call)
         if FAIL_MARKER in json.dumps(payload.get("messages", payload.get("input", ""))):
+            call["answer"] = "400"
             return self._error(400, "invalid_request_error")
         mode = self.state.next_response()
+        if mode in ("429", "500", "401", "400", "malformed", "bad_content"):
+            call["answer"] = mode
         if mode == "429":
             return self._error(429, "rate_limit_exceeded", {"Retry-After": "1"})
         if mode == "500":
