@@ -1,9 +1,10 @@
 """Offline sync: push throughput (records per second through POST /api/v1/sync, each a real
 memory_create with its enrichment job) and pull latency for 10,000 changes, for 10 changes on
 top of them, and for a first sync of everything. In-process (Django's test client), PostgreSQL;
-enrichment tasks go to an in-memory broker (no worker).
+enrichment tasks go to an in-memory broker (no worker), or with `--broker redis` to the
+benchmark's Redis (BENCH_REDIS_URL, flushed afterwards) as in production.
 
-    .venv/bin/python bench/sync.py [--changes 10000] [--batch 500] [--runs 5]
+    .venv/bin/python bench/sync.py [--changes 10000] [--batch 500] [--runs 5] [--broker redis]
 
 Not a test.
 """
@@ -16,7 +17,7 @@ import statistics
 import time
 import uuid
 
-from harness import bench_env, django_setup, write_results
+from harness import REDIS_URL, bench_env, django_setup, write_results
 
 
 def main() -> None:
@@ -24,8 +25,10 @@ def main() -> None:
     parser.add_argument("--changes", type=int, default=10_000)
     parser.add_argument("--batch", type=int, default=500)
     parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--broker", choices=("memory", "redis"), default="memory")
     args = parser.parse_args()
-    django_setup(bench_env(DJANGO_ALLOWED_HOSTS="testserver", CELERY_BROKER_URL="memory://"))
+    broker = "memory://" if args.broker == "memory" else REDIS_URL
+    django_setup(bench_env(DJANGO_ALLOWED_HOSTS="testserver", CELERY_BROKER_URL=broker))
     from django.test import Client
 
     from accounts.models import User
@@ -77,7 +80,10 @@ def main() -> None:
     few = median_pull(cursor, 10)
     first = median_pull("null", args.changes + 10)
 
-    print(f"push: {args.changes} records in batches of {args.batch}: {push_rate:,.0f} records/s")
+    print(
+        f"push: {args.changes} records in batches of {args.batch}, {args.broker} broker: "
+        f"{push_rate:,.0f} records/s"
+    )
     print(f"pull {args.changes} changes: {many * 1000:.0f} ms (median of {args.runs})")
     print(f"pull 10 changes among {args.changes + 10} memories: {few * 1000:.1f} ms")
     print(f"first sync of {args.changes + 10} memories: {first * 1000:.0f} ms")
@@ -86,6 +92,7 @@ def main() -> None:
         {
             "changes": args.changes,
             "batch": args.batch,
+            "broker": args.broker,
             "pushRecordsPerSecond": round(push_rate),
             "pullManyMs": round(many * 1000, 1),
             "pullTenMs": round(few * 1000, 1),
@@ -93,6 +100,10 @@ def main() -> None:
         },
     )
     User.objects.filter(pk=user.pk).delete()
+    if args.broker == "redis":
+        import redis
+
+        redis.Redis.from_url(REDIS_URL).flushdb()
 
 
 if __name__ == "__main__":

@@ -1,13 +1,17 @@
 """Sending Celery task messages: one, many over one broker connection, or one once the current
-transaction commits. A broker outage never fails the caller: it is logged (without the broker's
+transaction commits — sent at once, or with the others of a `publishes_batched()` block when it
+ends. A broker outage never fails the caller: it is logged (without the broker's
 address, which may hold a password) and reported by the return value, so the caller can leave
 the work for its own recovery (the enrichment sweep sends waiting jobs again)."""
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable, Sequence
+import threading
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
+from itertools import groupby
 
 from celery import Celery, current_app
 from django.db import transaction
@@ -79,6 +83,16 @@ def task_publish(
     return tasks_publish([TaskMessage(name, args, queue, countdown)], app=app) == 1
 
 
+@dataclass(frozen=True)
+class _Deferred:
+    message: TaskMessage
+    app: Celery | None
+    on_failure: Callable[[], object] | None
+
+
+_batching = threading.local()  # .pending: the _Deferred of this thread's open batch, or None
+
+
 def task_publish_on_commit(
     name: str,
     args: Sequence,
@@ -90,11 +104,48 @@ def task_publish_on_commit(
     using: str | None = None,
 ) -> None:
     """Send the task once the current transaction commits (at once outside one; never if it, or
-    the savepoint around this call, rolls back). If the broker is unreachable, `on_failure()` is
-    called, after the commit, outside any transaction; an exception it raises is logged."""
+    the savepoint around this call, rolls back); inside a `publishes_batched()` block, when the
+    block ends. If the broker is unreachable, `on_failure()` is called, after the commit,
+    outside any transaction; an exception it raises is logged."""
+    deferred = _Deferred(TaskMessage(name, args, queue, countdown), app, on_failure)
 
     def publish() -> None:
-        if not task_publish(name, args, queue, countdown, app=app) and on_failure is not None:
-            on_failure()
+        pending = getattr(_batching, "pending", None)
+        if pending is not None:
+            pending.append(deferred)
+        else:
+            _publish_deferred([deferred])
 
     transaction.on_commit(publish, using=using, robust=True)
+
+
+@contextmanager
+def publishes_batched() -> Iterator[None]:
+    """The messages `task_publish_on_commit` would send in this thread while the block runs (the
+    commits inside it) are sent together when it ends — over one producer, one Redis pipeline
+    per CHUNK — instead of one broker round trip each; also when the block ends by an
+    exception (what committed is sent). An inner block belongs to the outermost one."""
+    if getattr(_batching, "pending", None) is not None:
+        yield
+        return
+    _batching.pending = pending = []
+    try:
+        yield
+    finally:
+        _batching.pending = None
+        _publish_deferred(pending)
+
+
+def _publish_deferred(deferred: list[_Deferred]) -> None:
+    """Send the messages (one producer per app, in order); call each unsent one's on_failure,
+    logging (never raising) what a callback raises."""
+    for app, group in groupby(deferred, key=lambda item: item.app):
+        group = list(group)
+        sent = tasks_publish([item.message for item in group], app=app)
+        for item in group[sent:]:
+            if item.on_failure is None:
+                continue
+            try:
+                item.on_failure()
+            except Exception:
+                logger.exception("on_failure of an unsent %s task failed", item.message.name)

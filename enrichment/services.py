@@ -25,7 +25,7 @@ from django.db.models import F, Q
 from django.utils import timezone
 
 from common.metrics import ENRICHMENT_JOB_DURATION, ENRICHMENT_RETRIES
-from common.publish import TaskMessage, task_publish, tasks_publish
+from common.publish import TaskMessage, task_publish, task_publish_on_commit, tasks_publish
 from costs import budget, metering
 from costs.breaker import provider_breaker_quiet_sql
 from memories.models import EnrichmentStatus, Memory
@@ -77,8 +77,19 @@ def job_create_for_memory(*, memory: Memory, created: bool = False) -> Enrichmen
     job = EnrichmentJob.objects.create(
         memory=memory, text_hash=text_hash(memory.text_content), dispatched_at=now
     )
-    transaction.on_commit(lambda: job_dispatch(job_id=job.pk), robust=True)
+    # Sent after the commit, or with the others of a publishes_batched() block (a sync push).
+    task_publish_on_commit(
+        PROCESS_TASK,
+        [job.pk],
+        Queue.ENRICHMENT,
+        on_failure=lambda: _jobs_undispatched([job.pk]),
+    )
     return job
+
+
+def _jobs_undispatched(job_ids: list[int]) -> None:
+    """The broker did not take these jobs' tasks: they wait for the next sweep."""
+    EnrichmentJob.objects.filter(pk__in=job_ids).update(dispatched_at=None)
 
 
 def job_dispatch(*, job_id: int, countdown: float | None = None) -> bool:
@@ -86,7 +97,7 @@ def job_dispatch(*, job_id: int, countdown: float | None = None) -> bool:
     stays waiting and the sweep sends it later; the caller never fails because of the broker."""
     if task_publish(PROCESS_TASK, [job_id], Queue.ENRICHMENT, countdown=countdown):
         return True
-    EnrichmentJob.objects.filter(pk=job_id).update(dispatched_at=None)
+    _jobs_undispatched([job_id])
     return False
 
 
@@ -95,7 +106,7 @@ def jobs_dispatch(*, job_ids: list[int]) -> int:
     waiting for the next sweep. Returns how many were sent."""
     sent = tasks_publish([TaskMessage(PROCESS_TASK, [pk], Queue.ENRICHMENT) for pk in job_ids])
     if sent < len(job_ids):
-        EnrichmentJob.objects.filter(pk__in=job_ids[sent:]).update(dispatched_at=None)
+        _jobs_undispatched(job_ids[sent:])
     return sent
 
 

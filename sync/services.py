@@ -15,6 +15,7 @@ from django.db.models.functions import Greatest
 from django.utils import timezone
 
 from common.errors import ConflictError
+from common.publish import publishes_batched
 from memories.models import Memory, MemoryType
 from memories.services import memory_create, memory_delete, memory_update
 
@@ -57,7 +58,9 @@ def sync_push(*, user, batch: PushBatch, last_pulled_at: int) -> PushOutcome:
       and the deletion is announced again, so the device's next pull removes it."""
     sync_horizon_check(user=user, last_pulled_at=last_pulled_at)
     try:
-        return _push_apply(user=user, batch=batch, last_pulled_at=last_pulled_at)
+        # The pushed memories' enrichment tasks go to the broker together after the commit.
+        with publishes_batched():
+            return _push_apply(user=user, batch=batch, last_pulled_at=last_pulled_at)
     except IntegrityError:
         # Only a concurrent push inserting one of our new ids can get here (ids are unique).
         raise ConflictError(

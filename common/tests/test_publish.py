@@ -14,7 +14,13 @@ from celery import Celery
 from django.db import transaction
 
 from common import publish
-from common.publish import TaskMessage, task_publish, task_publish_on_commit, tasks_publish
+from common.publish import (
+    TaskMessage,
+    publishes_batched,
+    task_publish,
+    task_publish_on_commit,
+    tasks_publish,
+)
 from enrichment.testing import processes
 
 TASK = "common.tests.publish_probe"  # never run: the messages are read back from Redis
@@ -100,14 +106,7 @@ def test_many_messages_go_in_order_through_one_producer(app, queue, monkeypatch)
 
 
 def test_many_messages_go_in_one_redis_pipeline_per_chunk(app, queue, monkeypatch):
-    pushes = []  # per pipeline executed: how many messages it pushed
-    execute = redis.client.Pipeline.execute
-
-    def counting_execute(self, *args, **kwargs):
-        pushes.append(sum(1 for command in self.command_stack if command[0][0] == "LPUSH"))
-        return execute(self, *args, **kwargs)
-
-    monkeypatch.setattr(redis.client.Pipeline, "execute", counting_execute)
+    pushes = pipelines_pushing(monkeypatch)
     count = 2 * publish.CHUNK + 5
     assert tasks_publish([TaskMessage(TASK, [n], queue) for n in range(count)], app=app) == count
     assert [m["args"][0] for m in queued(app, queue)] == list(range(count))
@@ -182,12 +181,78 @@ def test_on_commit_a_broker_outage_calls_on_failure_after_the_commit(caplog):
         def broken() -> None:
             raise ValueError("on_failure failed")
 
-        with caplog.at_level(logging.ERROR, logger="django.db.backends.base"):
+        with caplog.at_level(logging.ERROR, logger="common.publish"):
             with transaction.atomic():
                 task_publish_on_commit(TASK, [3], "q", app=app, on_failure=broken)
-        # A failing callback is logged by Django's robust on_commit; the caller never sees it.
-        assert any(
-            "on_failure failed" in r.getMessage() for r in caplog.records if r.levelname == "ERROR"
-        )
+        # A failing callback is logged; the caller never sees it.
+        [logged] = [r for r in caplog.records if r.levelname == "ERROR"]
+        assert TASK in logged.getMessage() and "ValueError: on_failure failed" in caplog.text
     finally:
         app.close()
+
+
+def pipelines_pushing(monkeypatch) -> list[int]:
+    """Per Redis pipeline executed from now on: how many messages it pushed."""
+    pushes: list[int] = []
+    execute = redis.client.Pipeline.execute
+
+    def counting_execute(self, *args, **kwargs):
+        pushes.append(sum(1 for command in self.command_stack if command[0][0] == "LPUSH"))
+        return execute(self, *args, **kwargs)
+
+    monkeypatch.setattr(redis.client.Pipeline, "execute", counting_execute)
+    return pushes
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_batch_sends_what_its_commits_queued_together_when_it_ends(app, queue, monkeypatch):
+    pushes = pipelines_pushing(monkeypatch)
+    with publishes_batched():
+        with transaction.atomic():
+            for n in range(5):
+                task_publish_on_commit(TASK, [n], queue, app=app)
+            try:
+                with transaction.atomic():
+                    task_publish_on_commit(TASK, ["rolled back savepoint"], queue, app=app)
+                    raise RuntimeError
+            except RuntimeError:
+                pass
+        try:
+            with transaction.atomic():
+                task_publish_on_commit(TASK, ["rolled back"], queue, app=app)
+                raise RuntimeError
+        except RuntimeError:
+            pass
+        with publishes_batched():  # an inner block belongs to the outer one
+            with transaction.atomic():
+                task_publish_on_commit(TASK, [5], queue, app=app)
+        assert queued(app, queue) == []  # committed, but the block has not ended
+    assert [m["args"] for m in queued(app, queue)] == [[n] for n in range(6)]
+    assert [n for n in pushes if n] == [6]  # one round trip for all six
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_batch_ended_by_an_error_still_sends_what_committed(app, queue):
+    with pytest.raises(ValueError, match="after the commit"):
+        with publishes_batched():
+            with transaction.atomic():
+                task_publish_on_commit(TASK, ["committed"], queue, app=app)
+            raise ValueError("after the commit")
+    assert [m["args"] for m in queued(app, queue)] == [["committed"]]
+    task_publish_on_commit(TASK, ["after the block"], queue, app=app)  # at once again
+    assert [m["args"] for m in queued(app, queue)] == [["committed"], ["after the block"]]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_batch_the_broker_refuses_calls_every_on_failure():
+    app = app_for(closed_port_url())
+    failures = []
+    try:
+        with publishes_batched(), transaction.atomic():
+            for n in range(3):
+                task_publish_on_commit(
+                    TASK, [n], "q", app=app, on_failure=lambda n=n: failures.append(n)
+                )
+    finally:
+        app.close()
+    assert failures == [0, 1, 2]

@@ -175,6 +175,32 @@ def test_it_applies_a_push_and_queues_enrichment_like_the_api(api, user):
     assert EnrichmentJob.objects.filter(memory=memory).count() == 2
 
 
+def test_a_push_sends_its_enrichment_tasks_together_after_the_commit(api, user, monkeypatch):
+    from common import publish
+    from enrichment.services import PROCESS_TASK
+
+    sends = []  # per broker round trip: the tasks and their arguments
+
+    def recording_publish(messages, *, app=None):
+        messages = list(messages)
+        assert not connection.in_atomic_block  # after the push's commit
+        sends.append([(m.name, list(m.args)) for m in messages])
+        return len(messages)
+
+    monkeypatch.setattr(publish, "tasks_publish", recording_publish)
+    cursor = pull(api)["timestamp"]
+    response = push(api, cursor, created=[raw(f"Offline note {n}") for n in range(12)])
+    assert response.status_code == 200, response.content
+    jobs = sorted(EnrichmentJob.objects.filter(memory__user=user).values_list("pk", flat=True))
+    assert len(jobs) == 12
+    [sent] = sends  # one send for the whole push, not one per memory
+    assert sorted(args[0] for name, args in sent if name == PROCESS_TASK) == jobs
+
+    refused = push(api, cursor, created=[raw("fine"), raw("")])  # nothing applied, nothing sent
+    assert refused.status_code == 400
+    assert len(sends) == 1
+
+
 def test_it_follows_watermelondbs_rules_for_missing_and_existing_records(api, user):
     existing = memory_create(user=user, text_content="Server copy", type="note")
     cursor = pull(api)["timestamp"]
