@@ -1,8 +1,8 @@
 """Sending Celery task messages: one, many over one broker connection, or one once the current
-transaction commits — sent at once, or with the others of a `publishes_batched()` block when it
-ends. A broker outage never fails the caller: it is logged (without the broker's
-address, which may hold a password) and reported by the return value, so the caller can leave
-the work for its own recovery (the enrichment sweep sends waiting jobs again)."""
+transaction commits (sent then, or with the others of a `publishes_batched()` block when the
+block ends). A broker outage never fails the caller: it is logged (without the broker's address,
+which may hold a password) and reported by the return value or `on_failure`, so the caller can
+leave the work for its own recovery (the enrichment sweep sends waiting jobs again)."""
 
 from __future__ import annotations
 

@@ -4,6 +4,7 @@ messages, and a broker that is down (a closed port, a private Redis stopped and 
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import logging
 import uuid
@@ -71,6 +72,17 @@ def queued(app: Celery, queue: str) -> list[dict]:
         headers = envelope["headers"]
         messages.append({"task": headers["task"], "args": args, "eta": headers["eta"]})
     return messages
+
+
+class _RollBack(Exception):
+    pass
+
+
+def rolled_back(send) -> None:
+    """Call `send` in an atomic block (a savepoint when nested) that then rolls back."""
+    with contextlib.suppress(_RollBack), transaction.atomic():
+        send()
+        raise _RollBack
 
 
 def closed_port_url() -> str:
@@ -151,18 +163,8 @@ def test_on_commit_it_sends_after_the_commit_and_never_for_a_rollback(app, queue
     with transaction.atomic():
         task_publish_on_commit(TASK, ["committed"], queue, app=app)
         assert queued(app, queue) == []  # not before the commit
-        try:
-            with transaction.atomic():
-                task_publish_on_commit(TASK, ["rolled back savepoint"], queue, app=app)
-                raise RuntimeError
-        except RuntimeError:
-            pass
-    try:
-        with transaction.atomic():
-            task_publish_on_commit(TASK, ["rolled back"], queue, app=app)
-            raise RuntimeError
-    except RuntimeError:
-        pass
+        rolled_back(lambda: task_publish_on_commit(TASK, ["rolled back savepoint"], queue, app=app))
+    rolled_back(lambda: task_publish_on_commit(TASK, ["rolled back"], queue, app=app))
     task_publish_on_commit(TASK, ["autocommit"], queue, app=app)  # no transaction: at once
     assert [m["args"] for m in queued(app, queue)] == [["committed"], ["autocommit"]]
 
@@ -211,18 +213,10 @@ def test_a_batch_sends_what_its_commits_queued_together_when_it_ends(app, queue,
         with transaction.atomic():
             for n in range(5):
                 task_publish_on_commit(TASK, [n], queue, app=app)
-            try:
-                with transaction.atomic():
-                    task_publish_on_commit(TASK, ["rolled back savepoint"], queue, app=app)
-                    raise RuntimeError
-            except RuntimeError:
-                pass
-        try:
-            with transaction.atomic():
-                task_publish_on_commit(TASK, ["rolled back"], queue, app=app)
-                raise RuntimeError
-        except RuntimeError:
-            pass
+            rolled_back(
+                lambda: task_publish_on_commit(TASK, ["rolled back savepoint"], queue, app=app)
+            )
+        rolled_back(lambda: task_publish_on_commit(TASK, ["rolled back"], queue, app=app))
         with publishes_batched():  # an inner block belongs to the outer one
             with transaction.atomic():
                 task_publish_on_commit(TASK, [5], queue, app=app)
