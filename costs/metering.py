@@ -289,6 +289,7 @@ class MeteredBatch:
         self.records: dict[Hashable, AICostRecord] = {}
         self.settled = self.outage = self.failed = False
         self._pending: dict[Hashable, tuple[str, TokenUsage]] = {}
+        self._billed: set[Hashable] = set()  # reported with usage: to be charged, never released
         self._done: set[Hashable] = set()
         self._lock = threading.Lock()
 
@@ -297,6 +298,7 @@ class MeteredBatch:
         with self._lock:
             self._report(key)
             self._pending[key] = (model, usage)
+            self._billed.add(key)
             self.settled = True
 
     def fail(self, key: Hashable, *, usage: TokenUsage | None = None, outage: bool = True) -> None:
@@ -307,6 +309,7 @@ class MeteredBatch:
             self._report(key)
             if usage is not None:
                 self._pending[key] = (self.model, usage)
+                self._billed.add(key)
             self.outage = self.outage or outage
             self.failed = True
 
@@ -330,14 +333,18 @@ class MeteredBatch:
         return self.records
 
     def close(self) -> None:
-        """Write the settles and give back every admitted item not settled."""
-        self.flush()
-        unsettled = [
-            reservation.id
-            for key, reservation in self.hold.reservations.items()
-            if key not in self.records
-        ]
-        batch_release(reservation_ids=unsettled)
+        """Write the settles and give back every admitted item the provider did not bill. If
+        writing the settles fails, the unbilled items are given back all the same; a billed one
+        left unwritten stays held until its reservation expires and is charged its estimate."""
+        try:
+            self.flush()
+        finally:
+            unbilled = [
+                reservation.id
+                for key, reservation in self.hold.reservations.items()
+                if key not in self._billed
+            ]
+            batch_release(reservation_ids=unbilled)
 
 
 @contextmanager

@@ -16,7 +16,7 @@ import random
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass
 
 from django.conf import settings
@@ -39,7 +39,7 @@ from memories.services import (
 
 from .models import ACTIVE_STATUSES, EnrichmentJob, JobStatus, WorkerHeartbeat
 from .providers import Provider, ProviderError, get_provider
-from .providers.base import EmbeddingResult
+from .providers.base import EmbeddingResult, usage_split
 
 WAITING_STATUSES = (JobStatus.PENDING, JobStatus.DEFERRED)
 
@@ -132,14 +132,17 @@ def jobs_requeue_expired(*, now: dt.datetime) -> tuple[int, int]:
             pk=pk, status=JobStatus.PROCESSING, lease_expires_at=lease
         )
         if attempts >= settings.ENRICHMENT_MAX_ATTEMPTS:
-            if same.update(
-                status=JobStatus.FAILED,
-                finished_at=now,
-                lease_expires_at=None,
-                last_error="worker lost: lease expired after the last attempt",
-            ):
-                memory_enrichment_status_set(memory_id=memory_id, status=EnrichmentStatus.FAILED)
-                failed += 1
+            with transaction.atomic():  # the job and its memory's status change together
+                if same.update(
+                    status=JobStatus.FAILED,
+                    finished_at=now,
+                    lease_expires_at=None,
+                    last_error="worker lost: lease expired after the last attempt",
+                ):
+                    memory_enrichment_status_set(
+                        memory_id=memory_id, status=EnrichmentStatus.FAILED
+                    )
+                    failed += 1
         elif same.update(
             status=JobStatus.PENDING,
             lease_expires_at=None,
@@ -230,14 +233,17 @@ def _claim_batch(*, job_ids: list[int], more: bool, limit: int, worker: str) -> 
     oldest others — in ONE statement: the due jobs are locked with SKIP LOCKED (two workers never
     claim one job), set to processing, and returned joined to their memory. A job whose memory is
     being enriched by another run stays waiting: that run dispatches it when it ends. The same
-    statement shows the live memories as processing and reads the provider breaker."""
+    statement shows the live memories as processing and reads the provider breaker. Job and
+    memory are locked together (FOR NO KEY UPDATE), skipping either if locked: a text edit
+    locks the memory, then its waiting jobs, so a claim waiting for the memory could deadlock
+    with it."""
     now = timezone.now()
     jobs = EnrichmentJob._meta.db_table
     memories = Memory._meta.db_table
     breaker_quiet = provider_breaker_quiet_sql()
     sql = f"""
         WITH due AS (
-            SELECT j.id FROM {jobs} j
+            SELECT j.id FROM {jobs} j JOIN {memories} m ON m.id = j.memory_id
             WHERE j.status IN ('pending', 'deferred')
               AND (j.not_before IS NULL OR j.not_before <= %(now)s)
               AND (j.id = ANY(%(ids)s) OR %(more)s)
@@ -246,7 +252,7 @@ def _claim_batch(*, job_ids: list[int], more: bool, limit: int, worker: str) -> 
               )
             ORDER BY j.id = ANY(%(ids)s) DESC, j.id
             LIMIT %(limit)s
-            FOR UPDATE OF j SKIP LOCKED
+            FOR NO KEY UPDATE OF j, m SKIP LOCKED
         ), claimed AS (
             UPDATE {jobs} j SET status = 'processing', attempts = j.attempts + 1,
                 lease_expires_at = %(lease)s, started_at = %(now)s, worker = %(worker)s,
@@ -368,8 +374,8 @@ def _defer(runs: list[_Run], *, until: dt.datetime, reason: str) -> None:
             lease_expires_at=None,
             attempts=F("attempts") - 1,
         )
-    memory_ids = [run.job.memory_id for run in runs if run.job.pk in ids]
-    memories_enrichment_status_set(memory_ids=memory_ids, status=EnrichmentStatus.DEFERRED)
+        memory_ids = [run.job.memory_id for run in runs if run.job.pk in ids]
+        memories_enrichment_status_set(memory_ids=memory_ids, status=EnrichmentStatus.DEFERRED)
     for run in runs:
         run.outcome = "deferred"
     logger.info("%s job(s) deferred until %s: %s", len(ids), until.isoformat(), reason)
@@ -413,20 +419,26 @@ def _retry_or_fail(run: _Run, error: ProviderError) -> None:
         ENRICHMENT_RETRIES.labels("error").inc()
         delay = retry_delay(attempts=job.attempts, retry_after=error.retry_after)
         until = timezone.now() + dt.timedelta(seconds=delay)
-        if _ours(job).update(
-            status=JobStatus.PENDING,
-            not_before=until,
-            dispatched_at=None,
-            lease_expires_at=None,
-            last_error=message,
-        ):
-            memory_enrichment_status_set(memory_id=job.memory_id, status=EnrichmentStatus.PENDING)
+        with transaction.atomic():  # the job and its memory's status change together
+            retrying = _ours(job).update(
+                status=JobStatus.PENDING,
+                not_before=until,
+                dispatched_at=None,
+                lease_expires_at=None,
+                last_error=message,
+            )
+            if retrying:
+                memory_enrichment_status_set(
+                    memory_id=job.memory_id, status=EnrichmentStatus.PENDING
+                )
+        if retrying:
             _dispatch_at([job.pk], until)
         logger.warning("job %s: %s; retry %s in %.1fs", job.pk, message, job.attempts, delay)
         run.outcome = "retrying"
         return
-    if _finish(job, JobStatus.FAILED, message):
-        memory_enrichment_status_set(memory_id=job.memory_id, status=EnrichmentStatus.FAILED)
+    with transaction.atomic():
+        if _finish(job, JobStatus.FAILED, message):
+            memory_enrichment_status_set(memory_id=job.memory_id, status=EnrichmentStatus.FAILED)
     logger.error("job %s failed after %s attempts: %s", job.pk, job.attempts, message)
     run.outcome = "failed"
 
@@ -484,7 +496,15 @@ def _concurrently(function: Callable, runs: list[_Run]) -> None:
             _pool = ThreadPoolExecutor(
                 max_workers=settings.ENRICHMENT_CLASSIFY_CONCURRENCY, thread_name_prefix="classify"
             )
-    list(_pool.map(function, runs))
+    futures = [_pool.submit(function, run) for run in runs]
+    try:
+        for future in futures:
+            future.result()
+    finally:
+        # Also when the task is interrupted here (its soft time limit): the calls under way
+        # finish and report to their metered batch before it closes, so what the provider
+        # billed is written, not lost.
+        wait(futures)
 
 
 def _classify(runs: list[_Run], provider: Provider) -> list[_Run]:
@@ -515,11 +535,15 @@ def _classify(runs: list[_Run], provider: Provider) -> list[_Run]:
             run.classification = {"category": result.category, "tags": result.tags}
 
         _concurrently(classify, admitted)
+        classified = [run for run in admitted if run.classification is not None]
+        # The ledger rows and the results kept on the jobs commit together: a crash after
+        # paying for a classification never leaves a job that would pay for it again.
+        with transaction.atomic():
+            batch.flush()
+            _classifications_keep(classified)
     for run in admitted:
         if run.job.pk in errors:
             _retry_or_fail(run, errors[run.job.pk])
-    classified = [run for run in admitted if run.classification is not None]
-    _classifications_keep(classified)
     # Edited or deleted while we classified: don't pay for an embedding of the old text.
     current = dict(
         Memory.objects.filter(
@@ -554,10 +578,12 @@ def _classifications_keep(runs: list[_Run]) -> None:
         )
 
 
-def _embed(runs: list[_Run], provider: Provider) -> None:
+def _embed_and_complete(runs: list[_Run], provider: Provider) -> None:
     """Embed the runs' texts in one request (the API takes a list) inside one metered batch;
-    each memory's tokens are its share of the request's usage. An input the provider refuses
-    (a 4xx) makes the request fail: then each text is sent alone, so only that one fails."""
+    each memory's tokens are its share of the request's usage (also of a failed request's, when
+    the provider billed it). An input the provider refuses (a 4xx) makes the request fail: then
+    each text is sent alone, so only that one fails. The embeddings, the completed jobs and the
+    ledger rows commit together."""
     if not runs:
         return
     with _metered_batch(
@@ -575,16 +601,29 @@ def _embed(runs: list[_Run], provider: Provider) -> None:
                 if len(group) > 1 and not error.retryable and error.usage is None:
                     groups += [[run] for run in group]
                     continue
-                for run in group:
-                    batch.fail(run.job.pk, outage=not error.rate_limited)
+                billed = _usage_shares(
+                    error.usage, [run.text for run in group], provider.estimate_embedding_tokens
+                )
+                for run, usage in zip(group, billed, strict=True):
+                    batch.fail(run.job.pk, usage=usage, outage=not error.rate_limited)
                     errors[run.job.pk] = error
                 continue
             for run, result in zip(group, results, strict=True):
                 batch.settle(run.job.pk, model=result.model, usage=result.usage)
                 run.embedding = result
+        with transaction.atomic():
+            batch.flush()
+            _complete(admitted)
     for run in admitted:
         if run.job.pk in errors:
             _retry_or_fail(run, errors[run.job.pk])
+
+
+def _usage_shares(usage, texts: list[str], estimate) -> list:
+    """Each text's share of `usage` billed for one request of them all (None: not billed)."""
+    if usage is None:
+        return [None] * len(texts)
+    return usage_split(usage, [estimate(text).input_tokens for text in texts])
 
 
 def _complete(runs: list[_Run]) -> None:
@@ -646,8 +685,7 @@ def _process(runs: list[_Run], provider: Provider) -> None:
          "superseded", JobStatus.CANCELLED, "superseded by newer text")  # fmt: skip
     live = [run for run in runs if not run.outcome]  # shown as processing by the claim
     classified = _classify(live, provider)
-    _embed(classified, provider)
-    _complete(classified)
+    _embed_and_complete(classified, provider)
 
 
 def jobs_process(
@@ -831,8 +869,11 @@ def _embed_batch_metered(provider: Provider, rows: list[tuple]) -> tuple[dict, s
         try:
             results = provider.embed_many([text for _, _, text in admitted])
         except ProviderError as error:
-            for memory_id, _, _ in admitted:
-                batch.fail(memory_id, usage=None, outage=not error.rate_limited)
+            billed = _usage_shares(
+                error.usage, [text for _, _, text in admitted], provider.estimate_embedding_tokens
+            )
+            for (memory_id, _, _), usage in zip(admitted, billed, strict=True):
+                batch.fail(memory_id, usage=usage, outage=not error.rate_limited)
             return embedded, f"provider error: {error}"
         for (memory_id, _, _), result in zip(admitted, results, strict=True):
             batch.settle(memory_id, model=result.model, usage=result.usage)

@@ -67,6 +67,34 @@ def test_a_batch_holds_once_settles_each_item_and_gives_back_the_rest(flat_price
     assert states == ["released", "settled", "settled", "settled"]
 
 
+def test_when_writing_the_settles_fails_the_unbilled_are_given_back_and_the_billed_stay_held(
+    flat_price, limit, make_user, monkeypatch
+):
+    user = make_user(f"{uuid.uuid4().hex}@example.com")
+
+    def broken_settle(*, results):
+        raise RuntimeError("the ledger write failed")
+
+    monkeypatch.setattr(metering, "batch_settle", broken_settle)
+    batch_items = items([user] * 3)
+    with pytest.raises(RuntimeError, match="ledger write failed"):
+        with metering.meter_batch(
+            operation="embedding", provider="test", model="flat", items=batch_items
+        ) as batch:
+            batch.settle(0, model="flat", usage=Tokens(7))  # billed
+            batch.fail(1, outage=False)  # refused, not billed
+            # item 2 never reported: not billed
+    states = dict(BudgetReservation.objects.values_list("memory_id", "state"))
+    # The billed one stays held until it expires (then charged its estimate); the rest is back.
+    assert states == {
+        batch_items[0].memory_id: "active",
+        batch_items[1].memory_id: "released",
+        batch_items[2].memory_id: "released",
+    }
+    assert DailyBudget.objects.get().reserved_cents == D("10")
+    assert not AICostRecord.objects.exists()
+
+
 def test_only_the_items_that_fit_the_budget_are_held_and_the_rest_wait_for_room(
     flat_price, settings, make_user
 ):

@@ -160,7 +160,7 @@ class _Handler(BaseHTTPRequestHandler):
         if mode == "malformed":
             return self._send(200, b'{"id": "x", "choices": [')
         if self.path == "/v1/embeddings":
-            return self._embeddings(payload)
+            return self._embeddings(payload, missing_one=(mode == "bad_content"))
         return self._chat(payload, malformed_content=(mode == "bad_content"))
 
     def _chat(self, payload: dict, *, malformed_content: bool):
@@ -203,7 +203,8 @@ class _Handler(BaseHTTPRequestHandler):
             },
         )
 
-    def _embeddings(self, payload: dict):
+    def _embeddings(self, payload: dict, *, missing_one: bool = False):
+        """`missing_one`: the answer lacks its last vector (usage still counts every input)."""
         raw = payload.get("input", "")
         texts = raw if isinstance(raw, list) else [raw]
         texts = [t if isinstance(t, str) else json.dumps(t) for t in texts]
@@ -219,6 +220,8 @@ class _Handler(BaseHTTPRequestHandler):
             else:
                 embedding = vector
             data.append({"object": "embedding", "index": index, "embedding": embedding})
+        if missing_one:
+            data.pop()
         tokens = sum(_tokens(text) for text in texts)
         self._send(
             200,

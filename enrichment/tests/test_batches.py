@@ -4,8 +4,11 @@ batch, and every memory and ledger row as right as if each job had run alone."""
 from __future__ import annotations
 
 import math
+import threading
 
+import psycopg
 import pytest
+from django.db import connection
 from django.db.models import Sum
 
 from common.clock import today
@@ -106,6 +109,91 @@ def test_a_refused_input_fails_only_its_own_memory(user, use_openai, monkeypatch
     outcomes = services.jobs_process(job_ids=[job.pk for job in jobs], more=False, worker="t")
     assert outcomes == {jobs[0].pk: "completed", jobs[1].pk: "failed", jobs[2].pk: "completed"}
     assert AICostRecord.objects.filter(operation="embedding").count() == 2
+
+
+def test_an_embeddings_answer_short_of_a_vector_is_charged_as_billed_and_retried(
+    user, use_openai, settings
+):
+    settings.ENRICHMENT_RETRY_BASE_SECONDS = 0
+    settings.ENRICHMENT_RETRY_MAX_SECONDS = 0
+    texts = ("Dentist on Monday", "Flight to Lisbon", "Pizza on Friday")
+    jobs = [job_for(user, text) for text in texts]
+    use_openai.script(["ok", "ok", "ok", "bad_content"])  # three classifications, then embeddings
+
+    outcomes = services.jobs_process(job_ids=[job.pk for job in jobs], more=False, worker="t")
+
+    assert set(outcomes.values()) == {"retrying"}
+    billed = AICostRecord.objects.filter(operation="embedding")
+    reported = sum(math.ceil(len(text.encode()) / 4) for text in texts)  # the stub's count
+    # The provider billed the request although its answer was unusable: each memory is charged
+    # its share, and the shares add up to what was billed.
+    assert billed.count() == 3 and billed.aggregate(n=Sum("input_tokens"))["n"] == reported
+    assert not BudgetReservation.objects.filter(state="active").exists()
+    assert {j.classification is not None for j in EnrichmentJob.objects.all()} == {True}
+
+    outcomes = services.jobs_process(job_ids=[job.pk for job in jobs], more=False, worker="t")
+    assert set(outcomes.values()) == {"completed"}
+    assert len(use_openai.calls_to("/v1/chat/completions")) == 3  # kept: never paid twice
+    assert AICostRecord.objects.filter(operation="embedding").count() == 6
+    day = DailyBudget.objects.get()
+    assert day.spent_cents == AICostRecord.objects.aggregate(t=Sum("cost_cents"))["t"]
+
+
+def test_a_classification_is_charged_only_with_its_result_kept(user, use_openai, monkeypatch):
+    jobs = [job_for(user, text) for text in ("Dentist on Monday", "Flight to Lisbon")]
+
+    def keep_fails(runs):
+        raise RuntimeError("the worker died here")
+
+    monkeypatch.setattr(services, "_classifications_keep", keep_fails)
+    with pytest.raises(RuntimeError, match="died here"):
+        services.jobs_process(job_ids=[job.pk for job in jobs], more=False, worker="t")
+    # Neither the ledger rows nor the results: the holds stay until they expire and are
+    # charged then, as after a crash; a re-run classifies again with nothing recorded twice.
+    assert not AICostRecord.objects.exists()
+    assert BudgetReservation.objects.filter(state="active").count() == 2
+    assert {j.classification for j in EnrichmentJob.objects.all()} == {None}
+
+
+@pytest.mark.django_db(transaction=True)  # the editor's connection must see the rows
+def test_the_claim_skips_a_memory_locked_by_an_edit_instead_of_waiting(user, use_openai):
+    locked, free = job_for(user, "Being edited"), job_for(user, "Left alone")
+    db = connection.settings_dict
+    with psycopg.connect(
+        host=db["HOST"] or "127.0.0.1", port=db["PORT"] or 5432, user=db["USER"],
+        dbname=db["NAME"],
+    ) as editor:  # fmt: skip
+        # An edit's transaction: the memory first (then it would cancel the waiting job).
+        editor.execute(
+            "SELECT 1 FROM memories_memory WHERE id = %s FOR NO KEY UPDATE", [locked.memory_id]
+        )
+        with connection.cursor() as cursor:  # waiting for the lock would fail the test, not hang it
+            cursor.execute("SET lock_timeout = '5s'")
+        try:
+            runs = services._claim_batch(
+                job_ids=[locked.pk, free.pk], more=False, limit=10, worker="t"
+            )
+        finally:
+            editor.rollback()
+            with connection.cursor() as cursor:
+                cursor.execute("RESET lock_timeout")
+    assert [run.job.pk for run in runs] == [free.pk]
+    assert EnrichmentJob.objects.get(pk=locked.pk).status == JobStatus.PENDING
+
+
+def test_concurrent_calls_all_finish_before_an_interrupted_batch_goes_on(settings):
+    settings.ENRICHMENT_CLASSIFY_CONCURRENCY = 4
+    finished, interrupt = [], threading.Event()
+
+    def call(run: str) -> None:
+        if run == "interrupted":
+            raise RuntimeError("the task's soft time limit")
+        interrupt.wait(timeout=1)  # a call still under way when the other one raises
+        finished.append(run)
+
+    with pytest.raises(RuntimeError, match="soft time limit"):
+        services._concurrently(call, ["interrupted", "slow"])
+    assert finished == ["slow"]  # it reported before the batch could close
 
 
 @pytest.mark.parametrize(
