@@ -62,6 +62,11 @@ def text_hash(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
+def text_hash_sql(column: str) -> str:
+    """`text_hash` of a text column, computed by PostgreSQL (the same digest)."""
+    return f"encode(sha256(convert_to({column}, 'UTF8')), 'hex')"
+
+
 # --- creation and dispatch ----------------------------------------------------------------------
 
 
@@ -244,27 +249,28 @@ def _claim_batch(*, job_ids: list[int], more: bool, limit: int, worker: str) -> 
     sql = f"""
         WITH due AS (
             SELECT j.id FROM {jobs} j JOIN {memories} m ON m.id = j.memory_id
-            WHERE j.status IN ('pending', 'deferred')
+            WHERE j.status = ANY(%(waiting)s)
               AND (j.not_before IS NULL OR j.not_before <= %(now)s)
               AND (j.id = ANY(%(ids)s) OR %(more)s)
               AND NOT EXISTS (
-                  SELECT 1 FROM {jobs} p WHERE p.memory_id = j.memory_id AND p.status = 'processing'
+                  SELECT 1 FROM {jobs} p
+                  WHERE p.memory_id = j.memory_id AND p.status = %(processing)s
               )
             ORDER BY j.id = ANY(%(ids)s) DESC, j.id
             LIMIT %(limit)s
             FOR NO KEY UPDATE OF j, m SKIP LOCKED
         ), claimed AS (
-            UPDATE {jobs} j SET status = 'processing', attempts = j.attempts + 1,
+            UPDATE {jobs} j SET status = %(processing)s, attempts = j.attempts + 1,
                 lease_expires_at = %(lease)s, started_at = %(now)s, worker = %(worker)s,
                 deferred_reason = '', updated_at = %(now)s
             FROM due WHERE j.id = due.id
             RETURNING j.id, j.memory_id, j.attempts, j.text_hash, j.classification,
                 j.usage_counted
         ), processing AS (
-            UPDATE {memories} m SET enrichment_status = 'processing'
+            UPDATE {memories} m SET enrichment_status = %(memory_processing)s
             FROM claimed c
             WHERE m.id = c.memory_id AND m.deleted_at IS NULL
-              AND encode(sha256(convert_to(m.text_content, 'UTF8')), 'hex') = c.text_hash
+              AND {text_hash_sql("m.text_content")} = c.text_hash
             RETURNING m.id, m.user_id, m.text_content
         )
         SELECT c.id, c.memory_id, c.attempts, c.text_hash, c.classification, c.usage_counted,
@@ -272,6 +278,9 @@ def _claim_batch(*, job_ids: list[int], more: bool, limit: int, worker: str) -> 
         FROM claimed c JOIN {memories} m ON m.id = c.memory_id ORDER BY c.id
     """  # noqa: S608 - table names are our own
     params = {
+        "waiting": list(WAITING_STATUSES),
+        "processing": JobStatus.PROCESSING,
+        "memory_processing": EnrichmentStatus.PROCESSING,
         "now": now,
         "ids": list(job_ids),
         "more": more,
@@ -304,11 +313,6 @@ def _claim_batch(*, job_ids: list[int], more: bool, limit: int, worker: str) -> 
         )  # fmt: skip
         runs.append(_Run(job, user_id, text, gone, classification, breaker_quiet=quiet))
     return runs
-
-
-def _claim(*, job_id: int, worker: str) -> bool:
-    """Claim one job (staff tools, tests): True if it is ours now."""
-    return bool(_claim_batch(job_ids=[job_id], more=False, limit=1, worker=worker))
 
 
 def _ours(job: EnrichmentJob):
@@ -559,23 +563,40 @@ def _classify(runs: list[_Run], provider: Provider) -> list[_Run]:
     return [run for run in runs if run.classification is not None and run not in stale]
 
 
+def _update_ours(
+    runs: list[_Run], assignments: str, params: list, *, value=None, returning: str = ""
+) -> list[tuple]:
+    """One UPDATE of the runs' jobs still ours (the rule of `_all_ours`: same id, same
+    attempts, still processing). `assignments` may use `v.value`, a value per run (`value(run)`,
+    SQL-cast), and `%s` placeholders filled from `params`; `returning` names columns to return."""
+    if not runs:
+        return []
+    cast = f", %s::{value[0]}" if value else ""
+    rows = ", ".join([f"(%s, %s{cast})"] * len(runs))
+    row_params: list = []
+    for run in runs:
+        row_params += [run.job.pk, run.job.attempts, *([value[1](run)] if value else [])]
+    columns = "id, attempts, value" if value else "id, attempts"
+    sql = (
+        f"UPDATE {EnrichmentJob._meta.db_table} j SET {assignments} "  # noqa: S608 - our table
+        f"FROM (VALUES {rows}) AS v({columns}) "
+        "WHERE j.id = v.id AND j.attempts = v.attempts AND j.status = %s"
+        + (f" RETURNING {returning}" if returning else "")
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [*params, *row_params, JobStatus.PROCESSING])
+        return cursor.fetchall() if returning else []
+
+
 def _classifications_keep(runs: list[_Run]) -> None:
     """Keep each finished classification on its job (one statement), so that a re-run of the
     job does not pay for it twice."""
-    if not runs:
-        return
-    jobs = EnrichmentJob._meta.db_table
-    values = ", ".join(["(%s, %s, %s::jsonb)"] * len(runs))
-    params: list = []
-    for run in runs:
-        params += [run.job.pk, run.job.attempts, json.dumps(run.classification)]
-    with connection.cursor() as cursor:
-        cursor.execute(
-            f"UPDATE {jobs} j SET classification = v.classification FROM (VALUES {values}) "  # noqa: S608
-            "AS v(id, attempts, classification) WHERE j.id = v.id AND j.attempts = v.attempts "
-            "AND j.status = 'processing'",
-            params,
-        )
+    _update_ours(
+        runs,
+        "classification = v.value",
+        [],
+        value=("jsonb", lambda run: json.dumps(run.classification)),
+    )
 
 
 def _embed_and_complete(runs: list[_Run], provider: Provider) -> None:
@@ -661,21 +682,13 @@ def _complete(runs: list[_Run]) -> None:
 
 def _jobs_complete(runs: list[_Run]) -> set:
     """Complete the runs' jobs still ours (one statement); returns their memory ids."""
-    if not runs:
-        return set()
-    jobs = EnrichmentJob._meta.db_table
-    values = ", ".join(["(%s, %s)"] * len(runs))
-    params: list = [timezone.now()]
-    for run in runs:
-        params += [run.job.pk, run.job.attempts]
-    with connection.cursor() as cursor:
-        cursor.execute(
-            f"UPDATE {jobs} j SET status = 'completed', finished_at = %s, lease_expires_at = NULL, "  # noqa: S608
-            f"last_error = '' FROM (VALUES {values}) AS v(id, attempts) WHERE j.id = v.id "
-            "AND j.attempts = v.attempts AND j.status = 'processing' RETURNING j.memory_id",
-            params,
-        )
-        return {row[0] for row in cursor.fetchall()}
+    rows = _update_ours(
+        runs,
+        "status = %s, finished_at = %s, lease_expires_at = NULL, last_error = ''",
+        [JobStatus.COMPLETED, timezone.now()],
+        returning="j.memory_id",
+    )
+    return {memory_id for (memory_id,) in rows}
 
 
 def _process(runs: list[_Run], provider: Provider) -> None:

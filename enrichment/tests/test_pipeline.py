@@ -99,7 +99,7 @@ def test_a_job_whose_worker_died_runs_again_once_and_the_ledger_stays_honest(
         job = services.job_create_for_memory(memory=memory)
     # Simulate the dead worker: it claimed the job and finished the classification step.
     EnrichmentJob.objects.filter(pk=job.pk).update(dispatched_at=timezone.now())
-    assert services._claim(job_id=job.pk, worker="dead-worker")
+    assert services._claim_batch(job_ids=[job.pk], more=False, limit=1, worker="dead-worker")
     dead = EnrichmentJob.objects.get(pk=job.pk)
     provider = services.get_provider()
     metered_call(

@@ -314,7 +314,8 @@ def test_an_edit_during_the_classification_skips_the_embedding_and_every_run_cou
 
 def test_rapid_edits_coalesce_behind_the_run_in_flight(user, api):
     job = new_job(user, "first text")
-    assert services._claim(job_id=job.pk, worker="busy")  # a run of this memory is in flight
+    # A run of this memory is in flight.
+    assert services._claim_batch(job_ids=[job.pk], more=False, limit=1, worker="busy")
     for i in range(5):
         response = api.patch(
             f"/api/v1/memories/{job.memory_id}", {"textContent": f"edit {i}"}, "json"
