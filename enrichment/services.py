@@ -31,15 +31,15 @@ from costs.breaker import provider_breaker_quiet_sql
 from memories.models import EnrichmentStatus, Memory
 from memories.services import (
     EnrichmentResult,
+    memories_embedding_refresh,
     memories_enrichment_apply,
     memories_enrichment_status_set,
-    memory_embedding_refresh,
     memory_enrichment_status_set,
 )
 
 from .models import ACTIVE_STATUSES, EnrichmentJob, JobStatus, WorkerHeartbeat
 from .providers import Provider, ProviderError, get_provider
-from .providers.base import EmbeddingResult, usage_split
+from .providers.base import EmbeddingResult
 
 WAITING_STATUSES = (JobStatus.PENDING, JobStatus.DEFERRED)
 
@@ -622,10 +622,7 @@ def _embed_and_complete(runs: list[_Run], provider: Provider) -> None:
                 if len(group) > 1 and not error.retryable and error.usage is None:
                     groups += [[run] for run in group]
                     continue
-                billed = _usage_shares(
-                    error.usage, [run.text for run in group], provider.estimate_embedding_tokens
-                )
-                for run, usage in zip(group, billed, strict=True):
+                for run, usage in zip(group, error.shares(len(group)), strict=True):
                     batch.fail(run.job.pk, usage=usage, outage=not error.rate_limited)
                     errors[run.job.pk] = error
                 continue
@@ -638,13 +635,6 @@ def _embed_and_complete(runs: list[_Run], provider: Provider) -> None:
     for run in admitted:
         if run.job.pk in errors:
             _retry_or_fail(run, errors[run.job.pk])
-
-
-def _usage_shares(usage, texts: list[str], estimate) -> list:
-    """Each text's share of `usage` billed for one request of them all (None: not billed)."""
-    if usage is None:
-        return [None] * len(texts)
-    return usage_split(usage, [estimate(text).input_tokens for text in texts])
 
 
 def _complete(runs: list[_Run]) -> None:
@@ -826,18 +816,16 @@ def embeddings_refresh(
             if not rows:
                 break
             embedded, stopped = _embed_batch_metered(provider, rows)
-            applied = []
-            for memory_id, _, text in rows:
-                if memory_id not in embedded:
-                    continue
-                if memory_embedding_refresh(
-                    memory_id=memory_id,
-                    text_is=lambda current, sent=text: current == sent,
-                    embedding=embedded[memory_id],
-                ):
-                    applied.append(memory_id)
-                else:
-                    skipped.add(memory_id)  # edited or deleted meanwhile: its new job embeds it
+            stored = memories_embedding_refresh(
+                refreshes=[
+                    (memory_id, lambda current, sent=text: current == sent, embedded[memory_id])
+                    for memory_id, _, text in rows
+                    if memory_id in embedded
+                ]
+            )
+            applied = [memory_id for memory_id, _, _ in rows if memory_id in stored]
+            # Edited or deleted meanwhile: its new job embeds it.
+            skipped.update(memory_id for memory_id in embedded if memory_id not in stored)
             if applied and embeddings_stale().filter(memory_id__in=applied).exists():
                 # The provider answers another model or size than configured: going on would
                 # pay for the same memories again and again.
@@ -882,10 +870,7 @@ def _embed_batch_metered(provider: Provider, rows: list[tuple]) -> tuple[dict, s
         try:
             results = provider.embed_many([text for _, _, text in admitted])
         except ProviderError as error:
-            billed = _usage_shares(
-                error.usage, [text for _, _, text in admitted], provider.estimate_embedding_tokens
-            )
-            for (memory_id, _, _), usage in zip(admitted, billed, strict=True):
+            for (memory_id, _, _), usage in zip(admitted, error.shares(len(admitted)), strict=True):
                 batch.fail(memory_id, usage=usage, outage=not error.rate_limited)
             return embedded, f"provider error: {error}"
         for (memory_id, _, _), result in zip(admitted, results, strict=True):

@@ -55,7 +55,8 @@ class ProviderError(Exception):
 
     `rate_limited`: the provider asked us to slow down (429): not an outage, so it never counts
     toward opening the provider breaker, and `retry_after` says when to try again. `usage`: the
-    tokens billed all the same (a malformed answer to a call that was made)."""
+    tokens billed all the same (a malformed answer to a call that was made); `usage_shares`: for
+    a request of several inputs, each input's share of it (as `embed_many` splits a good one)."""
 
     def __init__(
         self,
@@ -65,12 +66,20 @@ class ProviderError(Exception):
         retry_after: float | None = None,
         rate_limited: bool = False,
         usage: Usage | None = None,
+        usage_shares: list[Usage] | None = None,
     ):
         super().__init__(message)
         self.retryable = retryable
         self.retry_after = retry_after
         self.rate_limited = rate_limited
         self.usage = usage
+        self.usage_shares = usage_shares
+
+    def shares(self, count: int) -> list[Usage | None]:
+        """What each of the request's `count` inputs was billed (None: nothing billed)."""
+        if self.usage_shares is not None:
+            return list(self.usage_shares)
+        return [self.usage] if count == 1 else [None] * count
 
 
 class Provider(Protocol):

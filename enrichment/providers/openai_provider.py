@@ -231,15 +231,19 @@ class OpenAIProvider:
         except (openai.OpenAIError, ValueError) as exc:  # ValueError: a body that is not JSON
             raise _translate(exc) from exc
         usage = _usage(getattr(response, "usage", None))
+        shares = usage_split(usage, [estimate_tokens(text) for text in sent])
         try:
             data = sorted(response.data, key=lambda item: item.index)
             vectors = [_vector(item.embedding) for item in data]
         except (AttributeError, TypeError, ValueError, binascii.Error) as exc:
-            raise ProviderError("malformed embedding", retryable=True, usage=usage) from exc
+            raise ProviderError(
+                "malformed embedding", retryable=True, usage=usage, usage_shares=shares
+            ) from exc
         if len(vectors) != len(sent) or not all(vectors):
-            raise ProviderError("empty or missing embedding", retryable=True, usage=usage)
+            raise ProviderError(
+                "empty or missing embedding", retryable=True, usage=usage, usage_shares=shares
+            )
         model = getattr(response, "model", None) or self.embedding_model
-        shares = usage_split(usage, [estimate_tokens(text) for text in sent])
         return [
             EmbeddingResult(vector=vector, model=model, usage=share)
             for vector, share in zip(vectors, shares, strict=True)
