@@ -34,7 +34,7 @@ from django.utils import timezone
 from costs import metering
 from costs.money import ZERO
 from costs.pricing import price_quote
-from memories.services import memory_embedding_refresh
+from memories.services import memories_embedding_refresh
 
 from .models import (
     BATCH_UNFINISHED,
@@ -551,15 +551,22 @@ def _finish_chunk(batch: AIBatch, ids: list[int], answers: dict[str, dict]) -> i
             .filter(pk__in=ids, state=BatchItemState.PENDING)
             .order_by("pk")
         )
+        outcomes = [(item, _outcome(item, batch, answers.get(item.custom_id))) for item in items]
+        stored = memories_embedding_refresh(
+            refreshes=[
+                (
+                    item.memory_id,
+                    lambda text, sent=item.text_hash: text_hash(text) == sent,
+                    outcome.embedding,
+                )
+                for item, outcome in outcomes
+                if outcome.embedding is not None
+            ]
+        )
         settle, release = [], []
-        for item in items:
-            outcome = _outcome(item, batch, answers.get(item.custom_id))
+        for item, outcome in outcomes:
             if outcome.embedding is not None:
-                if memory_embedding_refresh(
-                    memory_id=item.memory_id,
-                    text_is=lambda text, sent=item.text_hash: text_hash(text) == sent,
-                    embedding=outcome.embedding,
-                ):
+                if item.memory_id in stored:
                     applied += 1
                 else:
                     outcome.state = BatchItemState.STALE

@@ -7,6 +7,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
+from types import SimpleNamespace
 
 from django.db import transaction
 from django.dispatch import Signal
@@ -165,20 +166,28 @@ def memories_enrichment_apply(
     return outcomes
 
 
-def memory_embedding_refresh(*, memory_id, text_is: Callable[[str], bool], embedding) -> bool:
-    """Replace a memory's embedding (another model's) with `embedding`, only if the memory is
-    alive and its text is still the text that was embedded. Lock order: the memory row first."""
+def memories_embedding_refresh(*, refreshes: list[tuple]) -> set:
+    """Replace memories' embeddings (another model's): each (memory id, text_is, embedding) is
+    stored only if the memory is alive and `text_is(its text)` (the text that was embedded).
+    One transaction (the caller's, if any); the memory rows are locked first, in id order, as
+    `memories_enrichment_apply` locks them. Returns the ids stored."""
+    if not refreshes:
+        return set()
     with transaction.atomic():
-        locked = Memory.objects.select_for_update().filter(pk=memory_id).first()
-        if locked is None or locked.deleted_at is not None or not text_is(locked.text_content):
-            return False
-        embedding_save(
-            memory_id=memory_id,
-            model=embedding.model,
-            dimensions=embedding.dimensions,
-            vector=embedding.vector,
-        )
-    return True
+        locked = {
+            memory.pk: memory
+            for memory in Memory.objects.select_for_update()
+            .filter(pk__in=[memory_id for memory_id, _, _ in refreshes], deleted_at__isnull=True)
+            .order_by("pk")
+            .only("pk", "user_id", "text_content")
+        }
+        kept = [
+            (memory_id, locked[memory_id].user_id, embedding)
+            for memory_id, text_is, embedding in refreshes
+            if memory_id in locked and text_is(locked[memory_id].text_content)
+        ]
+        embeddings_save(kept)
+    return {memory_id for memory_id, _, _ in kept}
 
 
 def embeddings_save(embeddings: list[tuple]) -> None:
@@ -209,12 +218,7 @@ def embeddings_save(embeddings: list[tuple]) -> None:
 
 
 def embedding_save(*, memory_id, model: str, dimensions: int, vector: list[float]) -> None:
-    """Store (or replace) a memory's embedding; call inside the transaction that writes the
-    memory's enrichment."""
+    """Store (or replace) one memory's embedding: `embeddings_save` of one (seeding, tests)."""
     user_id = Memory.objects.filter(pk=memory_id).values_list("user_id", flat=True).get()
-    _, created = Embedding.objects.update_or_create(
-        memory_id=memory_id,
-        defaults={"user_id": user_id, "model": model, "dimensions": dimensions, "vector": vector},
-    )
-    if created:
-        tally_add(user_id=user_id, embeddings_added=1)
+    embedding = SimpleNamespace(model=model, dimensions=dimensions, vector=vector)
+    embeddings_save([(memory_id, user_id, embedding)])

@@ -19,12 +19,26 @@ def tally_add(*, user_id: int, **increments: int) -> None:
     """Add to today's row of the user's shard (created if missing), in the caller's
     transaction. One UPDATE on a normal day (written in SQL: it runs on every create, and the
     ORM's UPDATE costs more than the statement itself)."""
+    _shard_add(user_id % MemoryTally.SHARDS, increments)
+
+
+def tally_add_many(counts: dict[int, int], *, field: str) -> None:
+    """Add `counts` (user id -> n) to `field`: one update per shard, in shard order."""
+    shards: dict[int, int] = {}
+    for user_id, count in counts.items():
+        shard = user_id % MemoryTally.SHARDS
+        shards[shard] = shards.get(shard, 0) + count
+    for shard, count in sorted(shards.items()):
+        _shard_add(shard, {field: count})
+
+
+def _shard_add(shard: int, increments: dict[str, int]) -> None:
     changes = {name: value for name, value in increments.items() if value}
     if not changes:
         return
     if unknown := set(changes) - set(FIELDS):
         raise ValueError(f"not tally fields: {sorted(unknown)}")
-    day, shard = today(), user_id % MemoryTally.SHARDS
+    day = today()
     sql = (
         f"UPDATE {MemoryTally._meta.db_table} SET "  # noqa: S608 - names checked against FIELDS
         + ", ".join(f"{name} = {name} + %s" for name in changes)
@@ -38,17 +52,6 @@ def tally_add(*, user_id: int, **increments: int) -> None:
         # The first change of the day on this shard: create the row (or find another request's).
         MemoryTally.objects.bulk_create([MemoryTally(day=day, shard=shard)], ignore_conflicts=True)
         cursor.execute(sql, params)
-
-
-def tally_add_many(counts: dict[int, int], *, field: str) -> None:
-    """Add `counts` (user id -> n) to `field`: one update per shard, in shard order."""
-    shards: dict[int, tuple[int, int]] = {}
-    for user_id, count in counts.items():
-        if count:
-            shard = user_id % MemoryTally.SHARDS
-            shards[shard] = (user_id, shards.get(shard, (0, 0))[1] + count)
-    for _, (user_id, count) in sorted(shards.items()):
-        tally_add(user_id=user_id, **{field: count})
 
 
 def tally_counts() -> dict[str, int]:
