@@ -12,6 +12,7 @@ import uuid
 import pytest
 import redis
 from celery import Celery
+from django.conf import settings
 from django.db import transaction
 
 from common import publish
@@ -36,10 +37,7 @@ def app_for(broker_url: str | None = None) -> Celery:
         app.conf.broker_url = broker_url
     app.conf.broker_transport_options = {
         **app.conf.broker_transport_options,
-        "max_retries": 1,
-        "interval_start": 0,
-        "interval_step": 0.1,
-        "interval_max": 0.2,
+        **settings.BROKER_PUBLISH_RETRY,
     }
     return app
 

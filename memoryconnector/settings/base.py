@@ -460,6 +460,14 @@ CELERY_BROKER_URL = (
     env.str("CELERY_BROKER_URL", default="") or REDIS_URL or "filesystem://localhost/"
 )
 _BROKER_DIR = BASE_DIR / "var" / "broker"
+# Publishing while the broker is down fails in well under a second (the job waits for the sweep)
+# instead of holding the API request for kombu's default 2 s retry.
+BROKER_PUBLISH_RETRY = {
+    "max_retries": 1,
+    "interval_start": 0,
+    "interval_step": 0.1,
+    "interval_max": 0.2,
+}
 CELERY_BROKER_TRANSPORT_OPTIONS = (
     {
         "data_folder_in": str(_BROKER_DIR),
@@ -469,15 +477,7 @@ CELERY_BROKER_TRANSPORT_OPTIONS = (
         "store_processed": False,
     }
     if CELERY_BROKER_URL.startswith("filesystem")
-    else {
-        "visibility_timeout": 3600,
-        # Publishing while the broker is down fails in well under a second (the job waits for
-        # the sweep) instead of holding the API request for kombu's default 2 s retry.
-        "max_retries": 1,
-        "interval_start": 0,
-        "interval_step": 0.1,
-        "interval_max": 0.2,
-    }
+    else {"visibility_timeout": 3600, **BROKER_PUBLISH_RETRY}
 )
 CELERY_ACCEPT_CONTENT = ["json"]
 CELERY_TASK_SERIALIZER = "json"
