@@ -87,40 +87,30 @@ def summary(runs: list[dict]) -> dict:
 
 def sql_per_request(token: str, path: str, *, idem: bool, requests: int = 50) -> dict:
     """What one POST to `path` costs in SQL, counted in this process through Django's test
-    client (the code path gunicorn runs), averaged over `requests` creates: statements (of them
-    savepoints) and transactions (atomic blocks committed, plus statements run in autocommit)."""
-    from django.db import connection
+    client (the code path gunicorn runs) by `bench.statement_count` (as the pipeline benchmark
+    counts its workers), averaged over `requests` creates: statements, of them savepoints, and
+    transactions."""
     from rest_framework.test import APIClient
+
+    from bench import statement_count
 
     client = APIClient(HTTP_HOST="127.0.0.1")
     client.credentials(HTTP_AUTHORIZATION=f"Bearer {token}")
-    counts = {"statements": 0, "savepoints": 0, "transactions": 0}
-    commit = connection.commit
-
-    def counting_commit() -> None:
-        counts["transactions"] += 1
-        commit()
-
-    def counting_execute(execute, sql, params, many, context):
-        counts["statements"] += 1
-        if sql.lstrip().upper().startswith(("SAVEPOINT", "RELEASE SAVEPOINT")):
-            counts["savepoints"] += 1
-        if not context["connection"].in_atomic_block:
-            counts["transactions"] += 1
-        return execute(sql, params, many, context)
-
-    connection.commit = counting_commit
-    try:
-        with connection.execute_wrapper(counting_execute):
-            for i in range(requests):
-                headers = {"HTTP_IDEMPOTENCY_KEY": f"count-{uuid.uuid4().hex}"} if idem else {}
-                body = {"textContent": f"Statement count memory {i}", "type": "note"}
-                response = client.post(path, body, format="json", **headers)
-                if response.status_code != 201:
-                    raise RuntimeError(f"{path} answered {response.status_code}")
-    finally:
-        del connection.commit
-    return {name: round(value / requests, 2) for name, value in counts.items()}
+    statement_count.install()
+    statement_count.snapshot(reset=True)
+    for i in range(requests):
+        headers = {"HTTP_IDEMPOTENCY_KEY": f"count-{uuid.uuid4().hex}"} if idem else {}
+        body = {"textContent": f"Statement count memory {i}", "type": "note"}
+        response = client.post(path, body, format="json", **headers)
+        if response.status_code != 201:
+            raise RuntimeError(f"{path} answered {response.status_code}")
+    counts = statement_count.snapshot(reset=True)
+    savepoints = counts.get("sql_savepoint", 0) + counts.get("sql_release", 0)
+    return {
+        "statements": round(counts.get("statements", 0) / requests, 2),
+        "savepoints": round(savepoints / requests, 2),
+        "transactions": round(counts.get("transactions", 0) / requests, 2),
+    }
 
 
 def main() -> None:

@@ -166,11 +166,9 @@ class CpuMeter:
 def worker(env: dict, *, concurrency: int, hostname: str, log: Path) -> processes.Process:
     """A worker as the app runs them (every queue of the app, prefork), plus the benchmark's
     no-op task and statement counter."""
-    return processes.Process(
-        [sys.executable, "-m", "celery", "-A", "memoryconnector", "worker", "--loglevel=WARNING",
-         f"--concurrency={concurrency}", "--pool=prefork", f"--hostname={hostname}",
-         "--without-mingle", "--without-gossip", "-I", "bench.noop_tasks,bench.statement_count"],
-        env, log=log,
+    return processes.celery_worker(
+        env, name=hostname, concurrency=concurrency, log=log, loglevel="WARNING",
+        include=("bench.noop_tasks", "bench.statement_count"),
     )  # fmt: skip
 
 

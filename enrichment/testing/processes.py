@@ -141,11 +141,23 @@ def django_env(*, openai_base_url: str) -> dict:
     }
 
 
-def celery_worker(env: dict, *, name: str, concurrency: int = 1, log: Path | None = None):
+def celery_worker(
+    env: dict,
+    *,
+    name: str,
+    concurrency: int = 1,
+    log: Path | None = None,
+    loglevel: str = "INFO",
+    include: tuple[str, ...] = (),
+):
+    """A worker as the app runs them (every queue of the app, prefork); `name` is its node
+    name (`name@host` unless it has an @), `include` extra task modules (`-I`)."""
+    hostname = name if "@" in name else f"{name}@%h"
     return Process(
-        [sys.executable, "-m", "celery", "-A", "memoryconnector", "worker", "--loglevel=INFO",
-         f"--concurrency={concurrency}", "--pool=prefork", f"--hostname={name}@%h",
-         "--without-mingle", "--without-gossip"],
+        [sys.executable, "-m", "celery", "-A", "memoryconnector", "worker",
+         f"--loglevel={loglevel}", f"--concurrency={concurrency}", "--pool=prefork",
+         f"--hostname={hostname}", "--without-mingle", "--without-gossip",
+         *(["-I", ",".join(include)] if include else [])],
         env, log=log,
     )  # fmt: skip
 
