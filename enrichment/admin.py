@@ -25,7 +25,7 @@ from memories.admin import UserEmailFilter
 from memories.models import Embedding, Memory
 from memories.services import memory_update
 
-from . import batch_api, services
+from . import services
 from .models import AIBatch, AIBatchItem, EnrichmentJob, JobStatus, WorkerHeartbeat
 from .providers.base import CATEGORIES
 from .selectors import heartbeat_cutoff
@@ -366,9 +366,9 @@ class AIBatchAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
 
     @admin.action(description="Cancel at the provider (open batches)", permissions=["act"])
     def cancel(self, request: HttpRequest, queryset: QuerySet[AIBatch]) -> None:
-        cancelled = sum(
-            batch_api.batch_cancel(batch_id=pk) for pk in queryset.values_list("pk", flat=True)
-        )
+        from .batch_api import batch_cancel  # the openai client: loaded only when used
+
+        cancelled = sum(batch_cancel(batch_id=pk) for pk in queryset.values_list("pk", flat=True))
         self.message_user(
             request,
             f"{cancelled} batch(es) cancelled at the provider; the next poll settles what was "

@@ -43,9 +43,9 @@ from .models import (
     BatchItemState,
     BatchStatus,
 )
-from .providers import get_provider
+from .providers import active_embedding, get_provider
 from .providers.base import EmbeddingResult, Usage, estimate_tokens, truncate_to_tokens
-from .selectors import embeddings_batchable, embeddings_stale
+from .selectors import embeddings_batchable, embeddings_stale, embeddings_stale_among
 from .services import REEMBED_LOCK, text_hash
 
 logger = logging.getLogger(__name__)
@@ -62,8 +62,7 @@ FINISH_CHUNK = 200
 SUBMIT_TIMEOUT = dt.timedelta(minutes=15)
 # Reading a finished batch's files can take longer than an ordinary call.
 DOWNLOAD_TIMEOUT_SECONDS = 300.0
-# The provider's batch statuses that are still running, and where the ended ones lead.
-PROVIDER_RUNNING = ("validating", "in_progress", "finalizing", "cancelling")
+# Where the provider's ended batch statuses lead (any other status: still running).
 PROVIDER_ENDED = {
     "completed": BatchStatus.COMPLETED,
     "failed": BatchStatus.FAILED,
@@ -394,8 +393,14 @@ def _reembed_due() -> bool:
     ):
         return False
     last = AIBatch.objects.filter(purpose="reembed").order_by("-pk").first()
-    if last is not None and last.error.startswith(MODEL_MISMATCH):
-        return False  # sending more would pay for the same memories again and again
+    if (
+        last is not None
+        and last.error.startswith(MODEL_MISMATCH)
+        and (last.model, last.dimensions) == active_embedding()
+    ):
+        # Sending more would pay for the same memories again and again; a change of the
+        # configured model or dimensions lets re-embedding go on.
+        return False
     return embeddings_stale().exists()
 
 
@@ -536,7 +541,7 @@ def batch_finish(*, batch_id: int, answers: dict[str, dict], final: str) -> int:
 
 def _applied_still_stale(batch_id: int) -> bool:
     applied = AIBatchItem.objects.filter(batch_id=batch_id, state=BatchItemState.APPLIED)
-    return embeddings_stale().filter(memory_id__in=applied.values("memory_id")).exists()
+    return embeddings_stale_among(applied.values("memory_id"))
 
 
 def _finish_chunk(batch: AIBatch, ids: list[int], answers: dict[str, dict]) -> int:

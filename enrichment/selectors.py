@@ -10,7 +10,7 @@ from django.db.models import Count, Min, Q, Sum
 from django.utils import timezone
 
 from common.clock import day_start, today
-from costs.models import AICostRecord
+from costs.models import AICostRecord, BudgetReservation
 from costs.money import ZERO
 from costs.pricing import DATED_SNAPSHOT
 from memories.models import Embedding, Memory
@@ -121,6 +121,12 @@ def embeddings_stale():
     )
 
 
+def embeddings_stale_among(memory_ids) -> bool:
+    """Whether any of these memories' embeddings is still of another model than the active one
+    (just re-embedded: the provider answers another model or size than configured)."""
+    return embeddings_stale().filter(memory_id__in=memory_ids).exists()
+
+
 def memories_in_open_batches():
     """Ids of the memories whose embedding an open Batch API batch is making (a subquery)."""
     return AIBatchItem.objects.filter(state=BatchItemState.PENDING).values("memory_id")
@@ -224,30 +230,34 @@ def batches_overview() -> dict:
             :RECENT_BATCHES_SHOWN
         ]
     )
+    ids = [batch.pk for batch in recent]
     outcomes: dict[int, dict[str, int]] = {}
-    costs: dict[int, object] = {}
-    if recent:
-        ids = [batch.pk for batch in recent]
-        for row in (
-            AIBatchItem.objects.filter(batch_id__in=ids)
-            .values("batch_id", "state")
-            .annotate(count=Count("pk"))
-        ):
-            outcomes.setdefault(row["batch_id"], {})[row["state"]] = row["count"]
-        for batch_id in ids:
-            costs[batch_id] = (
-                AICostRecord.objects.filter(
-                    reservation_id__in=AIBatchItem.objects.filter(
-                        batch_id=batch_id, reservation_id__isnull=False
-                    ).values("reservation_id")
-                ).aggregate(total=Sum("cost_cents"))["total"]
-                or ZERO
-            )
-    held = sum((batch.estimate_cents for batch in unfinished), ZERO)
+    for row in (
+        AIBatchItem.objects.filter(batch_id__in=ids)
+        .values("batch_id", "state")
+        .annotate(count=Count("pk"))
+    ):
+        outcomes.setdefault(row["batch_id"], {})[row["state"]] = row["count"]
+    # What each recent batch cost: its items' ledger rows (two queries, whatever the number).
+    batch_of = dict(
+        AIBatchItem.objects.filter(batch_id__in=ids, reservation_id__isnull=False).values_list(
+            "reservation_id", "batch_id"
+        )
+    )
+    costs = dict.fromkeys(ids, ZERO)
+    for reservation_id, cost in AICostRecord.objects.filter(
+        reservation_id__in=list(batch_of)
+    ).values_list("reservation_id", "cost_cents"):
+        costs[batch_of[reservation_id]] += cost
+    # What the budget still holds for the Batch API (not the estimates taken at submit: part of
+    # a finishing batch may be settled already), and the memories still waiting.
+    held = BudgetReservation.objects.filter(
+        state=BudgetReservation.State.ACTIVE, batch_api=True
+    ).aggregate(total=Sum("amount_cents"))["total"]
     return {
         "open": [_batch_row(batch) for batch in unfinished],
-        "openItems": sum(batch.item_count for batch in unfinished),
-        "heldCents": held,
+        "openItems": memories_in_open_batches().count(),
+        "heldCents": held or ZERO,
         "recent": [
             {
                 **_batch_row(batch),

@@ -788,7 +788,7 @@ def embeddings_refresh(
     run). With `when_idle`, only while no enrichment job waits or runs: new memories always
     come first. Stops at the first refusal (budget, breaker, user limit) or provider error;
     the next run goes on. One run at a time (an advisory lock), so no memory is paid twice."""
-    from .selectors import embeddings_stale
+    from .selectors import embeddings_stale, embeddings_stale_among
 
     if (
         when_idle
@@ -826,7 +826,7 @@ def embeddings_refresh(
             applied = [memory_id for memory_id, _, _ in rows if memory_id in stored]
             # Edited or deleted meanwhile: its new job embeds it.
             skipped.update(memory_id for memory_id in embedded if memory_id not in stored)
-            if applied and embeddings_stale().filter(memory_id__in=applied).exists():
+            if applied and embeddings_stale_among(applied):
                 # The provider answers another model or size than configured: going on would
                 # pay for the same memories again and again.
                 sample = embedded[applied[0]]

@@ -63,6 +63,12 @@ def _concept_vector(text: str, dimensions: int, concepts: dict[str, str]) -> lis
     return [v / norm for v in total]
 
 
+def _open_event() -> threading.Event:
+    event = threading.Event()
+    event.set()
+    return event
+
+
 @dataclass
 class StubState:
     script: deque = field(default_factory=deque)
@@ -78,7 +84,7 @@ class StubState:
     files: dict = field(default_factory=dict)
     batches: dict = field(default_factory=dict)
     # While set, downloads of file contents wait until it is cleared (a poll stuck mid-way).
-    downloads_held: threading.Event = field(default_factory=threading.Event)
+    downloads_open: threading.Event = field(default_factory=_open_event)  # clear: downloads hang
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def next_response(self) -> str:
@@ -276,9 +282,7 @@ class _Handler(BaseHTTPRequestHandler):
                 return self._send(200, stored["meta"])
             if parts[3] != "content":
                 return self._error(404, "not_found")
-            deadline = time.monotonic() + 120
-            while state.downloads_held.is_set() and time.monotonic() < deadline:
-                time.sleep(0.02)
+            state.downloads_open.wait(120)
             return self._send_bytes(200, stored["content"], "application/octet-stream")
         if method == "POST" and path == "/v1/batches":
             return self._batch_create(payload)
@@ -400,16 +404,12 @@ class OpenAIStub:
         POST /_stub/batches/end {"status", "id", "completedFirst"}."""
         return batches_end(self.state, status, batch_id, completed_first)
 
-    def batch(self, batch_id: str) -> dict:
-        with self.state.lock:
-            return dict(self.state.batches[batch_id])
-
     def hold_downloads(self, held: bool = True) -> None:
         """While held, file downloads hang (a poll stuck mid-way); released, they answer."""
         if held:
-            self.state.downloads_held.set()
+            self.state.downloads_open.clear()
         else:
-            self.state.downloads_held.clear()
+            self.state.downloads_open.set()
 
 
 # --- the Batch API: state changes, shared by the HTTP endpoints and the in-process helpers ------

@@ -96,14 +96,26 @@ def test_enrich_for_one_memory_and_retry_failed(api, capsys):
 
 
 def test_the_status_lists_the_batch_api_batches(staff_api):
+    import datetime as dt
+    import uuid
     from decimal import Decimal
 
-    from enrichment.models import AIBatch, BatchStatus
+    from common.clock import today
+    from costs.models import BudgetReservation
+    from enrichment.models import AIBatch, AIBatchItem, BatchStatus
 
-    AIBatch.objects.create(
+    batch = AIBatch.objects.create(
         status=BatchStatus.OPEN, model="text-embedding-3-small", provider_batch_id="batch_1",
         provider_status="in_progress", item_count=3, estimate_cents=Decimal("0.000150"),
     )  # fmt: skip
+    for _ in range(3):  # each waiting memory holds its reservation until the batch ends
+        held = BudgetReservation.objects.create(
+            day=today(), amount_cents=Decimal("0.000050"), batch_api=True,
+            expires_at=timezone.now() + dt.timedelta(hours=24),
+        )  # fmt: skip
+        AIBatchItem.objects.create(
+            batch=batch, memory_id=uuid.uuid4(), text_hash="h", reservation_id=held.pk
+        )
     AIBatch.objects.create(
         status=BatchStatus.FAILED, model="text-embedding-3-small", item_count=2,
         finished_at=timezone.now(),

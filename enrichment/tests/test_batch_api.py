@@ -144,9 +144,12 @@ def test_it_sends_polls_applies_and_charges_a_batch_once_at_the_batch_prices(use
 
     # Polling again, or finishing the same answers again, applies and charges nothing more.
     batch_api.batches_poll()
-    assert batch_api.batch_finish(batch_id=batch.pk, answers={}, final="completed") == 0
+    assert len([c for c in use_openai.calls if "/content" in c["path"]]) == 1  # not again
+    answers = batch_api._answers(batch_api.get_provider().client, batch.output_file_id)
+    assert len(answers) == 3
+    assert batch_api.batch_finish(batch_id=batch.pk, answers=answers, final="completed") == 0
+    assert set(batch.items.values_list("state", flat=True)) == {BatchItemState.APPLIED}
     assert AICostRecord.objects.count() == 3
-    assert len([c for c in use_openai.calls if "/content" in c["path"]]) == 1
     assert_books_agree()
 
 
@@ -384,6 +387,10 @@ def test_batch_reembedding_stops_when_the_provider_answers_another_model(
     assert batch.error.startswith(batch_api.MODEL_MISMATCH)
     assert batch_api.batches_poll().submitted == 0  # never the same memories again and again
     assert AIBatch.objects.count() == 1
+    # The operator configures the model the provider really answers: re-embedding goes on.
+    settings.OPENAI_EMBEDDING_MODEL = "proxy-renamed-embedder"
+    stale_memories(user, ["three"])
+    assert batch_api.batches_poll().submitted == 1
 
 
 @pytest.mark.django_db

@@ -130,8 +130,6 @@ class Command(commands.Command):
     # --- the Batch API (enrichment.batch_api) ----------------------------------------------------
 
     def _batch_api(self, options):
-        from django.conf import settings
-
         from enrichment import batch_api
         from enrichment.selectors import batches_overview
 
