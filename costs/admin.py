@@ -164,10 +164,13 @@ class AICostRecordAdmin(ReadOnlyBigTableAdmin):
         "cost_cents",
         "price_fallback",
         "reconciled",
+        "batch_api",
         "user",
         "memory_id",
     ]
-    list_filter = ["operation", ProviderFilter, ModelFilter, "price_fallback", "reconciled"]
+    list_filter = [
+        "operation", ProviderFilter, ModelFilter, "price_fallback", "reconciled", "batch_api",
+    ]  # fmt: skip
     list_select_related = ["user"]
     # The drill-down is rendered from the budget days (see changelist_view); date_hierarchy
     # stays set so the changelist applies the chosen year, month and day.
@@ -279,12 +282,13 @@ class BudgetReservationAdmin(ReadOnlyBigTableAdmin):
         "model",
         "amount_cents",
         "state",
+        "batch_api",
         "user",
         "memory_id",
         "created_at",
         "expires_at",
     ]
-    list_filter = ["state"]
+    list_filter = ["state", "batch_api"]
     list_select_related = ["user"]
     date_hierarchy = "day"
     ordering = ["-id"]

@@ -48,7 +48,8 @@ def provider_breaker_quiet_sql() -> str:
     `costs.metering.meter_batch(breaker_quiet=...)`."""
     table = ProviderBreaker._meta.db_table
     return (
-        f"COALESCE((SELECT b.state = 'closed' AND b.consecutive_failures = 0 FROM {table} b "  # noqa: S608
+        f"COALESCE((SELECT b.state = '{_State.CLOSED.value}' AND b.consecutive_failures = 0 "  # noqa: S608
+        f"FROM {table} b "
         f"WHERE b.name = '{_BREAKER}'), false)"
     )
 

@@ -151,8 +151,13 @@ def _hold(
 ) -> Hold:
     quote = price_quote(provider=provider, model=model, batch=batch_api)
     requests = []
+    # One estimate per distinct cap (a model with too few calls to know is asked each time).
+    outputs = {
+        cap: output_tokens_estimate(provider=provider, model=model, cap=cap)
+        for cap in {item.max_output_tokens for item in items}
+    }
     for item in items:
-        output = output_tokens_estimate(provider=provider, model=model, cap=item.max_output_tokens)
+        output = outputs[item.max_output_tokens]
         requests.append(
             budget.HoldRequest(
                 estimate_cents=quote.cost(input_tokens=item.input_tokens, output_tokens=output),

@@ -100,11 +100,13 @@ class _PriceTable:
             loaded = defaultdict(list)
             for price in ModelPrice.objects.order_by("-effective_from", "-id"):
                 loaded[price.provider].append(price)
+            rows = dict(loaded)
             with self.lock:
-                self.rows, self.version, self.loaded_at = dict(loaded), version, now
+                self.rows, self.version, self.loaded_at = rows, version, now
         with self.lock:
             self.checked_at = now
-            return self.rows.get(provider, [])
+        # The copy read or loaded here: another thread may forget the table meanwhile.
+        return rows.get(provider, [])
 
 
 _table = _PriceTable()

@@ -106,22 +106,42 @@ def usage_reserve(
     enrichment run, the run. None if counted; else the Refusal (the user's daily enrichment or
     cost limit was already reached), nothing counted: announce it with usage_refusal_announce
     once the caller's transaction is over. `limits`: the user's, when the caller has them."""
-    _, enrichment_limit, cost_limit = limits or user_limits(user_id)
-    condition = Q()
-    if enrichment and enrichment_limit:
-        condition &= Q(enrichments__lt=enrichment_limit)
-    if cost_limit > 0:
-        condition &= Q(cost_cents__lt=cost_limit)
-    changes = {"cost_cents": F("cost_cents") + cents_value(cost_cents)}
-    if enrichment:
-        changes["enrichments"] = F("enrichments") + 1
-    if _usage_add(user_id, day, condition=condition, **changes):
-        _notify_reached(user_id, day, enrichments=enrichment_limit, cost=cost_limit)
+    limits = limits or user_limits(user_id)
+    if _usage_count(user_id, day, runs=int(enrichment), cost_cents=cost_cents, limits=limits):
         return None
+    _, enrichment_limit, _ = limits
     row = UserUsage.objects.get(user_id=user_id, day=day)
     if enrichment and enrichment_limit and row.enrichments >= enrichment_limit:
         return Refusal.USER_ENRICHMENT_LIMIT
     return Refusal.USER_COST_LIMIT
+
+
+def _limited(limits: tuple[int, int, Decimal], *, runs: int) -> bool:
+    """Whether counting `runs` enrichment runs (and a cost) has a limit of the user to check."""
+    _, enrichment_limit, cost_limit = limits
+    return bool(runs and enrichment_limit) or cost_limit > 0
+
+
+def _usage_count(
+    user_id: int, day: dt.date, *, runs: int, cost_cents: Decimal, limits: tuple
+) -> bool:
+    """Count `runs` enrichment runs and `cost_cents` for the user in ONE conditional UPDATE,
+    only if the user's limits allow them all (the runs stay within the enrichment limit; the
+    cost limit is not reached yet); then announce the limits now reached. False: nothing
+    counted."""
+    _, enrichment_limit, cost_limit = limits
+    condition = Q()
+    if runs and enrichment_limit:
+        condition &= Q(enrichments__lte=enrichment_limit - runs)
+    if cost_limit > 0:
+        condition &= Q(cost_cents__lt=cost_limit)
+    changes = {"cost_cents": F("cost_cents") + cents_value(cost_cents)}
+    if runs:
+        changes["enrichments"] = F("enrichments") + runs
+    if not _usage_add(user_id, day, condition=condition, **changes):
+        return False
+    _notify_reached(user_id, day, enrichments=enrichment_limit, cost=cost_limit)
+    return True
 
 
 def _limits_of(user_ids) -> dict[int, tuple[int, int, Decimal]]:
@@ -167,31 +187,39 @@ def usage_reserve_many(
 ) -> dict[int, str]:
     """`usage_reserve` for a batch of calls, each (user id, estimated cost, starts an
     enrichment run): the refused ones by position, with their Refusal. Users without a limit
-    that applies are counted together in one statement; the others one call at a time, each a
-    conditional UPDATE as in usage_reserve."""
+    that applies are counted together in one statement; each other user's calls in one
+    conditional UPDATE when their limits allow them all, else one call at a time (so the calls
+    that still fit are counted and only the rest refused)."""
     limits = _limits_of(user_id for user_id, _, _ in calls if user_id is not None)
+    by_user: dict[int, list[int]] = {}
+    for position, (user_id, _, _) in enumerate(calls):
+        if user_id is not None and user_id in limits:
+            by_user.setdefault(user_id, []).append(position)
     free: dict[int, tuple[int, Decimal]] = {}
     refused: dict[int, str] = {}
-    for position, (user_id, cost, enrichment) in enumerate(calls):
-        if user_id is None or user_id not in limits:
-            continue
-        _, enrichment_limit, cost_limit = limits[user_id]
-        if (enrichment and enrichment_limit) or cost_limit > 0:
-            refusal = usage_reserve(
-                user_id=user_id, day=day, cost_cents=cost, enrichment=enrichment,
-                limits=limits[user_id],
-            )  # fmt: skip
-            if refusal is not None:
-                refused[position] = refusal
-        else:
-            runs, total = free.get(user_id, (0, ZERO))
-            free[user_id] = (runs + int(enrichment), total + cost)
+    for user_id in sorted(by_user):
+        positions = by_user[user_id]
+        runs = sum(int(calls[p][2]) for p in positions)
+        total = sum((calls[p][1] for p in positions), ZERO)
+        if not _limited(limits[user_id], runs=runs):
+            free[user_id] = (runs, total)
+        elif not _usage_count(user_id, day, runs=runs, cost_cents=total, limits=limits[user_id]):
+            for position in positions:
+                _, cost, enrichment = calls[position]
+                refusal = usage_reserve(
+                    user_id=user_id, day=day, cost_cents=cost, enrichment=enrichment,
+                    limits=limits[user_id],
+                )  # fmt: skip
+                if refusal is not None:
+                    refused[position] = refusal
     _usage_add_many(day, free)
     return refused
 
 
 def usage_cost_changes(*, day: dt.date, changes: dict[int, Decimal]) -> None:
-    """`usage_cost_change` for many users at once (a batch settled or given back)."""
+    """Correct users' counted cost once their calls settled (real cost minus estimate) or were
+    given back (minus the estimate): (user id -> change), one statement; announce cost limits
+    now reached."""
     changes = {user_id: change for user_id, change in changes.items() if change != ZERO}
     _usage_add_many(day, {user_id: (0, change) for user_id, change in changes.items()})
     grown = [user_id for user_id, change in changes.items() if change > 0]
@@ -206,16 +234,6 @@ def usage_refusal_announce(*, user_id: int, day: dt.date, refusal: str) -> None:
     limit = "enrichments" if refusal == Refusal.USER_ENRICHMENT_LIMIT else "cost"
     with transaction.atomic():
         _notify(user_id, day, limit)
-
-
-def usage_cost_change(*, user_id: int, day: dt.date, cost_change_cents: Decimal) -> None:
-    """Correct a user's counted cost once a call settled (real cost minus estimate) or was
-    given back (minus the estimate)."""
-    if cost_change_cents == ZERO:
-        return
-    _usage_add(user_id, day, cost_cents=F("cost_cents") + cents_value(cost_change_cents))
-    if cost_change_cents > 0:
-        _notify_reached(user_id, day, enrichments=0, cost=user_limits(user_id)[2])
 
 
 def usage_record_memory_created(*, user) -> None:

@@ -26,11 +26,11 @@ from costs.tests.helpers import Tokens
 pytestmark = pytest.mark.django_db
 
 
-def items(users, *, tokens=10, enrichment=False):
+def items(users, *, tokens=10, enrichment=False, output=0):
     return [
         metering.Item(
             key=index, user_id=user.pk, memory_id=uuid.uuid4(), input_tokens=tokens,
-            counts_enrichment=enrichment,
+            max_output_tokens=output, counts_enrichment=enrichment,
         )
         for index, user in enumerate(users)
     ]  # fmt: skip
@@ -163,18 +163,30 @@ def test_a_batch_api_hold_uses_the_batch_rates_and_settles_once(limit, make_user
     assert UserUsage.objects.get(user=alice).cost_cents == D("5")
 
 
-def _statements_for(size, users):
+def _statements_for(size, users, **kind):
     with CaptureQueriesContext(connection) as queries:
         with metering.meter_batch(
-            operation="embedding", provider="test", model="flat", items=items(users[:size])
+            operation="embedding", provider="test", model="flat", items=items(users[:size], **kind)
         ) as batch:
             for item in batch.admitted:
                 batch.settle(item.key, model="flat", usage=Tokens(5))
     return len(queries)
 
 
-def test_a_batch_costs_the_same_statements_whatever_its_size(flat_price, limit, make_user):
+@pytest.mark.parametrize(
+    "kind",
+    [
+        {},
+        # First calls of enrichment runs, checked against each user's enrichment limit, for a
+        # model with too few calls to know its output size.
+        {"enrichment": True, "output": 50},
+    ],
+)
+def test_a_batch_costs_the_same_statements_whatever_its_size(
+    flat_price, limit, make_user, settings, kind
+):
+    settings.USER_DAILY_ENRICHMENT_LIMIT = 1000
     users = [make_user(f"{uuid.uuid4().hex}@example.com") for _ in range(3)] * 10
-    _statements_for(1, users)  # the day's rows and the price table exist from here on
-    assert _statements_for(30, users) == _statements_for(3, users)
-    assert AICostRecord.objects.count() == 34
+    _statements_for(3, users, **kind)  # the day's rows and the price table exist from here on
+    assert _statements_for(30, users, **kind) == _statements_for(3, users, **kind)
+    assert AICostRecord.objects.count() == 36
