@@ -416,20 +416,13 @@ class MeteredCall:
     """Handed to the caller inside `meter()`: report how the one call went, once."""
 
     batch: MeteredBatch
-    model: str
     estimate_cents: Decimal
     record: AICostRecord | None = None
-    outcome: str = ""  # "settled" | "outage" | "no_judgement"
-
-    @property
-    def reservation(self) -> Reservation:
-        return self.batch.hold.reservations[0]
 
     def settle(self, *, model: str, usage: TokenUsage) -> AICostRecord:
         """The provider answered and billed `usage`: record its exact cost."""
         self.batch.settle(0, model=model, usage=usage)
         self.record = self.batch.flush()[0]
-        self.outcome = "settled"
         return self.record
 
     def fail(self, *, usage: TokenUsage | None = None, outage: bool = True) -> None:
@@ -438,7 +431,6 @@ class MeteredCall:
         a rate limit does not."""
         self.batch.fail(0, usage=usage, outage=outage)
         self.record = self.batch.flush().get(0)
-        self.outcome = "outage" if outage else "no_judgement"
 
 
 @contextmanager
@@ -469,4 +461,4 @@ def meter(
     with meter_batch(operation=operation, provider=provider, model=model, items=[item]) as batch:
         if 0 in batch.refused:
             raise batch.refused[0]
-        yield MeteredCall(batch, model, batch.hold.reservations[0].amount_cents)
+        yield MeteredCall(batch, batch.hold.reservations[0].amount_cents)
